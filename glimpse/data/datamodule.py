@@ -1,0 +1,174 @@
+"""Lightning data module for MNIST, translated MNIST and cluttered MNIST."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from glimpse.checks import require
+from glimpse.data.canvas import DIGIT, compose
+from glimpse.data.mnist_source import ensure_mnist, load_mnist
+
+DATASETS = ("mnist", "translated", "cluttered")
+TRAIN_SIZE = 60_000
+CHUNK = 1000  # val/test are generated in fixed-size chunks: bounded memory, and the images do not
+# depend on any batch size setting
+
+
+def to_float(images: Tensor) -> Tensor:
+    """uint8 (B,H,W) -> float32 (B,1,H,W) in [0,1] (byte/255)."""
+    return images.unsqueeze(1).float().div_(255)
+
+
+def keep_batch(batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+    """collate_fn for datasets whose __getitems__ already returns a whole batch."""
+    return batch
+
+
+class FreshCanvases(Dataset):
+    """Digits placed anew on every access: every training batch sees new positions and clutter.
+
+    Draws from torch's default RNG, so `lightning.seed_everything` makes a run reproducible (each
+    DataLoader worker gets its own seed from it).
+    """
+
+    def __init__(self, digits: Tensor, labels: Tensor, canvas: int, fragments: int, fragment_size: int):
+        self.digits, self.labels = digits, labels  # (N,28,28) uint8, (N,) int64; also the clutter
+        self.canvas, self.fragments, self.fragment_size = canvas, fragments, fragment_size
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def compose(self, indices: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """uint8 images (B,canvas,canvas) and digit top-left (x, y) (B,2) for these indices."""
+        return compose(self.digits[indices], self.canvas, self.fragments, self.fragment_size,
+                       self.digits, generator)
+
+    def render(self, generator: torch.Generator) -> FixedCanvases:
+        """Place every digit once, in fixed-size chunks, for a deterministic evaluation set."""
+        parts = [self.compose(chunk, generator) for chunk in torch.arange(len(self)).split(CHUNK)]
+        images, positions = (torch.cat(p) for p in zip(*parts))
+        return FixedCanvases(images, self.labels, positions)
+
+    def __getitems__(self, indices: list[int]) -> tuple[Tensor, Tensor]:
+        images, _ = self.compose(torch.as_tensor(indices))
+        return to_float(images), self.labels[indices]
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        images, labels = self.__getitems__([index])
+        return images[0], labels[0]
+
+
+class FixedCanvases(Dataset):
+    """Images generated once (validation/test), kept as uint8 with their digit positions."""
+
+    def __init__(self, images: Tensor, labels: Tensor, positions: Tensor):
+        self.images, self.labels, self.positions = images, labels, positions  # (N,H,W), (N,), (N,2)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitems__(self, indices: list[int]) -> tuple[Tensor, Tensor]:
+        return to_float(self.images[indices]), self.labels[indices]
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        return to_float(self.images[index : index + 1])[0], self.labels[index]
+
+
+class GlimpseData(L.LightningDataModule):
+    """MNIST (28x28), translated MNIST or cluttered MNIST (digit on a larger blank/cluttered canvas).
+
+    Batches are (images float32 (B,1,H,W) in [0,1], labels int64 (B,)). Training images get fresh
+    placements (and clutter) for every batch; validation and test images are generated once in
+    `setup` from `seed`, so they are byte-identical on every run and machine.
+
+    Args:
+        dataset: "mnist", "translated" (digit at a random spot of a blank canvas) or "cluttered"
+            (as translated, plus random digit fragments).
+        root: data folder; MNIST is cached in `<root>/MNIST/raw` (fetched by `prepare_data`).
+        canvas: side of the square canvas in pixels for translated/cluttered (ignored for mnist).
+        fragments: number of clutter fragments per image (cluttered only).
+        fragment_size: side of each square clutter fragment, cropped from a random digit.
+        batch_size: training batch size.
+        val_size: images split off the 60,000 training images for validation.
+        seed: seeds the train/validation split and the validation/test images.
+        num_workers: DataLoader worker processes (0: load in the main process).
+        eval_batch_size: validation/test batch size.
+    """
+
+    num_classes = 10
+
+    def __init__(
+        self,
+        dataset: str = "mnist",
+        root: str = "data",
+        canvas: int = 60,
+        fragments: int = 4,
+        fragment_size: int = 8,
+        batch_size: int = 128,
+        val_size: int = 5000,
+        seed: int = 0,
+        num_workers: int = 0,
+        eval_batch_size: int = 1000,
+    ):
+        super().__init__()
+        checks = [
+            ("dataset", dataset, dataset in DATASETS, f"one of {', '.join(DATASETS)}"),
+            ("canvas", canvas, canvas >= DIGIT, f"an integer >= {DIGIT} (the digit size)"),
+            ("fragments", fragments, fragments >= 0, "an integer >= 0"),
+            ("fragment_size", fragment_size, 1 <= fragment_size <= DIGIT, f"an integer in 1..{DIGIT}"),
+            ("batch_size", batch_size, batch_size >= 1, "an integer >= 1"),
+            ("val_size", val_size, 1 <= val_size < TRAIN_SIZE, f"an integer in 1..{TRAIN_SIZE - 1}"),
+            ("num_workers", num_workers, num_workers >= 0, "an integer >= 0"),
+            ("eval_batch_size", eval_batch_size, eval_batch_size >= 1, "an integer >= 1"),
+        ]
+        for name, value, ok, allowed in checks:
+            require(ok, f"data.{name}", value, allowed)
+        self.save_hyperparameters()
+        self.train_set: FreshCanvases | None = None
+        self.val_set: FixedCanvases | None = None
+        self.test_set: FixedCanvases | None = None
+
+    @property
+    def image_size(self) -> int:
+        return DIGIT if self.hparams.dataset == "mnist" else self.hparams.canvas
+
+    def _canvases(self, digits: Tensor, labels: Tensor) -> FreshCanvases:
+        h = self.hparams
+        fragments = h.fragments if h.dataset == "cluttered" else 0
+        return FreshCanvases(digits, labels, self.image_size, fragments, h.fragment_size)
+
+    def prepare_data(self) -> None:
+        ensure_mnist(self.hparams.root)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.test_set is not None:
+            return
+        h = self.hparams
+        mnist = load_mnist(h.root)
+        images, labels = mnist["train"]
+        split = torch.Generator().manual_seed(h.seed)
+        order = torch.randperm(TRAIN_SIZE, generator=split)  # val = first val_size, train = the rest
+        val_idx, train_idx = order[: h.val_size], order[h.val_size :]
+        # val and test get their own streams, derived from seed but not from val_size
+        val_seed, test_seed = torch.randint(2**62, (2,), generator=split).tolist()
+        self.train_set = self._canvases(images[train_idx], labels[train_idx])
+        val = self._canvases(images[val_idx], labels[val_idx])
+        self.val_set = val.render(torch.Generator().manual_seed(val_seed))
+        self.test_set = self._canvases(*mnist["test"]).render(torch.Generator().manual_seed(test_seed))
+
+    def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
+        workers = self.hparams.num_workers
+        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers,
+                          collate_fn=keep_batch, pin_memory=False, persistent_workers=workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, self.hparams.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, self.hparams.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, self.hparams.eval_batch_size, shuffle=False)
