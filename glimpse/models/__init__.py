@@ -1,0 +1,18 @@
+"""Pure nn.Modules: usable without Lightning."""
+
+from glimpse.checks import require_choice
+from glimpse.models.base import AttentionNet, Rollout
+from glimpse.models.hard import RecurrentAttention
+from glimpse.models.retina import Retina
+from glimpse.models.soft import SoftAttention
+
+KINDS: dict[str, type[AttentionNet]] = {"hard": RecurrentAttention, "soft": SoftAttention}
+
+
+def build(attention: str, image_size: int, **kwargs) -> AttentionNet:
+    """The model of the named kind; kwargs are its constructor arguments."""
+    require_choice("attention", attention, tuple(KINDS))
+    return KINDS[attention](image_size, **kwargs)
+
+
+__all__ = ["AttentionNet", "KINDS", "RecurrentAttention", "Retina", "Rollout", "SoftAttention", "build"]

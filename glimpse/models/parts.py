@@ -1,0 +1,82 @@
+"""The pieces both attention kinds share, and the two only the hard model has."""
+
+import torch
+from torch import Tensor, nn
+from torch.distributions import Normal
+
+from glimpse.checks import require, require_choice
+
+
+class GlimpseNetwork(nn.Module):
+    """"What" (the patches) and "where" (the location) encoded apart, then combined into g_t.
+
+    Paper sizes: 128 + 128 -> 256. The two output projections of the paper are one Linear over
+    the concatenation (the same function, one matrix product instead of two).
+    """
+
+    def __init__(self, patch_numbers: int, what: int = 128, where: int = 128, out: int = 256):
+        super().__init__()
+        self.what = nn.Linear(patch_numbers, what)
+        self.where = nn.Linear(2, where)
+        self.combine = nn.Linear(what + where, out)
+        self.out_features = out
+
+    def forward(self, patches: Tensor, loc: Tensor) -> Tensor:
+        """patches (..., k, C, g, g), loc (..., 2) -> g (..., out)."""
+        what = torch.relu(self.what(patches.flatten(-4)))
+        where = torch.relu(self.where(loc))
+        return torch.relu(self.combine(torch.cat([what, where], dim=-1)))
+
+
+class Core(nn.Module):
+    """Recurrent state h_t: the paper's rectified RNN, or an LSTM."""
+
+    kinds = ("rnn", "lstm")
+
+    def __init__(self, inputs: int, hidden: int = 256, kind: str = "rnn"):
+        super().__init__()
+        require_choice("core", kind, self.kinds)
+        self.kind, self.hidden = kind, hidden
+        self.cell = nn.RNNCell(inputs, hidden, nonlinearity="relu") if kind == "rnn" else nn.LSTMCell(inputs, hidden)
+
+    def init_state(self, batch: int, like: Tensor):
+        h = like.new_zeros(batch, self.hidden)
+        return h if self.kind == "rnn" else (h, h)
+
+    def forward(self, g: Tensor, state) -> tuple[Tensor, object]:
+        """g (B, in), state -> h (B, hidden), next state."""
+        state = self.cell(g, state)
+        return (state, state) if self.kind == "rnn" else (state[0], state)
+
+
+class GaussianPolicy(nn.Module):
+    """Where to look next: l ~ N(tanh(W h), std^2 I), std fixed.
+
+    The state is detached so that only REINFORCE trains this network; the sample is detached
+    because it is fed back into the glimpse sensor as an input, not as a differentiable path.
+    The log-probability is of the sample before clamping to [-1, 1].
+    """
+
+    def __init__(self, hidden: int, std: float):
+        super().__init__()
+        require(std > 0, "std", std, "a number > 0")
+        self.std = std
+        self.mean = nn.Linear(hidden, 2)
+
+    def forward(self, h: Tensor, greedy: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+        """h (B, hidden) -> location (B, 2) detached, log-probability (B,), mean (B, 2)."""
+        mean = torch.tanh(self.mean(h.detach()))
+        sample = mean.detach() if greedy else torch.normal(mean.detach(), self.std)
+        log_prob = Normal(mean, self.std).log_prob(sample).sum(-1)
+        return sample.clamp(-1, 1), log_prob, mean
+
+
+class Baseline(nn.Module):
+    """b_t from h_t (detached): the expected reward, trained by squared error to it."""
+
+    def __init__(self, hidden: int):
+        super().__init__()
+        self.value = nn.Linear(hidden, 1)
+
+    def forward(self, h: Tensor) -> Tensor:
+        return self.value(h.detach()).squeeze(-1)  # (B,)

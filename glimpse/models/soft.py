@@ -1,0 +1,102 @@
+"""Soft attention: every step blends the features of all grid locations with softmax weights."""
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from glimpse.checks import require, require_choice
+from glimpse.models.base import AttentionNet, Rollout
+
+
+def location_grid(image_size: int, patch: int, stride: int) -> tuple[Tensor, int]:
+    """Centres of the candidate patches, (n*n, 2) image-normalised (x, y), row-major, and n.
+
+    n = (image - patch) // stride + 1 positions per axis, centred on the image.
+    """
+    require(stride >= 1, "grid_stride", stride, "an integer >= 1 (a stride below 1 leaves no location)")
+    n = (image_size - patch) // stride + 1
+    require(n >= 2, "grid_stride", stride,
+            f"at most image_size - patch = {image_size - patch}, so the grid has at least 2x2 locations "
+            f"(this one would have {n}x{n})")
+    margin = (image_size - patch - (n - 1) * stride) / 2
+    centres = (margin + patch / 2 + stride * torch.arange(n, dtype=torch.float32)) * (2 / image_size) - 1  # (n,)
+    y, x = torch.meshgrid(centres, centres, indexing="ij")
+    return torch.stack([x, y], -1).view(-1, 2), n
+
+
+class Scorer(nn.Module):
+    """Scores of L locations from their features and the previous state: additive or dot-product."""
+
+    kinds = ("additive", "dot")
+
+    def __init__(self, features: int, hidden: int, size: int = 128, kind: str = "additive"):
+        super().__init__()
+        require_choice("score", kind, self.kinds)
+        require(size >= 1, "attention_size", size, "an integer >= 1")
+        self.kind, self.size = kind, size
+        self.key = nn.Linear(features, size)
+        self.query = nn.Linear(hidden, size)
+        self.v = nn.Linear(size, 1) if kind == "additive" else None
+
+    def forward(self, keys: Tensor, h: Tensor) -> Tensor:
+        """keys (B, L, A) = self.key(f) computed once, h (B, hidden) -> scores (B, L)."""
+        q = self.query(h)  # (B, A)
+        if self.kind == "additive":
+            return self.v(torch.tanh(keys + q[:, None])).squeeze(-1)
+        return (keys @ q[..., None]).squeeze(-1) / math.sqrt(self.size)
+
+    def macs(self, locations: int, hidden: int) -> tuple[int, int]:
+        """(once per image, once per step) multiply-adds."""
+        per_step = hidden * self.size + locations * self.size
+        return locations * self.key.in_features * self.size, per_step
+
+
+class SoftAttention(AttentionNet):
+    """Soft spatial attention on the hard model's own sensor, glimpse network, core and classifier.
+
+    The features f_i of a grid of locations are computed once per image; step t blends them,
+    c_t = sum_i a_t,i f_i with a_t = softmax(score(f_i, h_{t-1})), and feeds c_t to the core.
+    Fully differentiable: trained by cross-entropy alone.
+    """
+
+    kind = "soft"
+    stochastic = False
+
+    def __init__(self, image_size: int, *, grid_stride: int = 4, score: str = "additive", attention_size: int = 128, **common):
+        super().__init__(image_size, **common)
+        grid, self.grid_size = location_grid(image_size, self.retina.patch, grid_stride)
+        self.register_buffer("grid", grid, persistent=False)  # (L, 2)
+        self.scorer = Scorer(self.glimpse.out_features, self.core.hidden, attention_size, score)
+
+    def features(self, images: Tensor) -> Tensor:
+        """images (B, C, H, W) -> f (B, L, D): the glimpse network at every grid location."""
+        loc = self.grid.expand(images.shape[0], -1, -1)  # (B, L, 2)
+        return self.glimpse(self.retina(self.retina.pyramid(images), loc), loc)
+
+    def attend(self, weights: Tensor, features: Tensor) -> Tensor:
+        """The one place attention is used: a_t (B, L), f (B, L, D) -> c_t (B, D), a blend."""
+        return (weights[:, None] @ features).squeeze(1)
+
+    def forward(self, images: Tensor, greedy: bool = False, keep_patches: bool = False) -> Rollout:
+        """images (B, C, H, W) -> Rollout with weights (B, T, n, n); greedy and keep_patches are ignored."""
+        b = images.shape[0]
+        f = self.features(images)  # (B, L, D)
+        keys = self.scorer.key(f)  # (B, L, A)
+        state = self.core.init_state(b, images)
+        h = images.new_zeros(b, self.core.hidden)
+        weights = []
+        for _ in range(self.glimpses):
+            a = torch.softmax(self.scorer(keys, h), dim=-1)  # (B, L)
+            h, state = self.core(self.attend(a, f), state)
+            weights.append(a)
+        a = torch.stack(weights, 1)  # (B, T, L)
+        n = self.grid_size
+        return Rollout(logits=self.classifier(h), locations=a @ self.grid, weights=a.view(b, self.glimpses, n, n))
+
+    def cost(self) -> dict[str, int]:
+        locations = len(self.grid)
+        once, per_step = self.scorer.macs(locations, self.core.hidden)
+        blend = locations * self.glimpse.out_features
+        macs = locations * self.glimpse_macs() + once + self.glimpses * (per_step + blend + self.core_macs())
+        return {"pixels": locations * self.pixels_per_glimpse, "macs": macs + self.classifier_macs()}
