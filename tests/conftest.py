@@ -1,0 +1,32 @@
+"""Shared fixtures: the real MNIST cache, and the command line run in-process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from glimpse.data import ensure_mnist
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def data() -> str:
+    """The repository's MNIST cache (filled from PyPI on the very first run)."""
+    root = REPO / "data"
+    ensure_mnist(root)
+    return str(root)
+
+
+@pytest.fixture
+def cli(data: str, tmp_path: Path):
+    """Run ``train.py`` in-process with logs under tmp_path; returns the LightningCLI object."""
+    from glimpse.cli import main
+
+    def run(*args: str):
+        return main(args=[f"--data.root={data}", f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}",
+                          f"--trainer.default_root_dir={tmp_path / 'runs'}",
+                          "--trainer.enable_progress_bar=false", *args])
+
+    return run

@@ -1,0 +1,155 @@
+"""The pure nn.Modules: sensor pixels, shapes, gradient routing, cost counts."""
+
+import pytest
+import torch
+
+from glimpse.checks import ConfigError
+from glimpse.losses import objective
+from glimpse.models import Retina, build
+
+
+def test_retina_reads_exact_pixels_inside_the_image():
+    image = torch.arange(100.0).view(1, 1, 10, 10)
+    retina = Retina(10, patch=4, scales=2, scale_factor=2)
+    # centre at pixel (4, 4): the 4x4 patch covers rows/cols 2..5, the 8x8 one rows/cols 0..7
+    loc = torch.tensor([[[4 * 2 / 10 - 1, 4 * 2 / 10 - 1]]])
+    patches = retina(retina.pyramid(image), loc)  # (1, 1, 2, 1, 4, 4)
+    assert patches.shape == (1, 1, 2, 1, 4, 4)
+    torch.testing.assert_close(patches[0, 0, 0, 0], image[0, 0, 2:6, 2:6])
+    blocks = image[0, 0, :8, :8].reshape(4, 2, 4, 2).mean((1, 3))  # 2x2 block means
+    torch.testing.assert_close(patches[0, 0, 1, 0], blocks)
+
+
+def test_retina_reads_zeros_across_the_border():
+    image = torch.arange(1.0, 101.0).view(1, 1, 10, 10)
+    retina = Retina(10, patch=4)
+    # centre at pixel (0, 9): x columns -2..1, y rows 7..10
+    loc = torch.tensor([[[-1.0, 9 * 2 / 10 - 1]]])
+    patch = retina(retina.pyramid(image), loc)[0, 0, 0, 0]
+    expected = torch.zeros(4, 4)
+    expected[:3, 2:] = image[0, 0, 7:10, 0:2]
+    torch.testing.assert_close(patch, expected)
+
+
+def test_retina_locations_are_x_then_y():
+    image = torch.zeros(1, 1, 28, 28)
+    image[0, 0, 2:6, 20:24] = 1.0  # a block near the top right
+    retina = Retina(28, patch=4)
+    right_top = torch.tensor([[[22 * 2 / 28 - 1, 4 * 2 / 28 - 1]]])
+    left_bottom = torch.tensor([[[4 * 2 / 28 - 1, 22 * 2 / 28 - 1]]])
+    levels = retina.pyramid(image)
+    assert retina(levels, right_top).sum() == pytest.approx(16.0)
+    assert retina(levels, left_bottom).sum() == 0.0
+
+
+@pytest.mark.parametrize("kind", ["hard", "soft"])
+def test_rollout_shapes(kind):
+    model = build(kind, 60, glimpses=5, patch=12, scales=3, grid_stride=8) if kind == "soft" else \
+        build(kind, 60, glimpses=5, patch=12, scales=3)
+    out = model(torch.rand(3, 1, 60, 60))
+    assert out.logits.shape == (3, 10)
+    assert out.locations.shape == (3, 5, 2)
+    assert out.locations.abs().max() <= 1
+    if kind == "hard":
+        assert out.log_probs.shape == out.baselines.shape == (3, 4)
+        assert out.means.shape == (3, 4, 2)
+        assert model(torch.rand(3, 1, 60, 60), keep_patches=True).patches.shape == (3, 5, 3, 1, 12, 12)
+    else:
+        n = (60 - 12) // 8 + 1
+        assert out.weights.shape == (3, 5, n, n)
+        torch.testing.assert_close(out.weights.sum((2, 3)), torch.ones(3, 5))
+
+
+def grads_of(model, loss):
+    model.zero_grad(set_to_none=True)
+    loss.backward(retain_graph=True)
+    return {name: p.grad is not None and p.grad.abs().sum().item() > 0 for name, p in model.named_parameters()}
+
+
+def hard_losses(seed=0):
+    torch.manual_seed(seed)
+    model = build("hard", 28, glimpses=4, patch=8, std=0.2)
+    images, labels = torch.rand(16, 1, 28, 28), torch.randint(10, (16,))
+    out = model(images)
+    loss, parts = objective(out, labels)
+    reward = (out.logits.argmax(-1) == labels).float()
+    # The three terms, rebuilt from the rollout so each can be back-propagated on its own.
+    ce = torch.nn.functional.cross_entropy(out.logits, labels)
+    policy = -(out.log_probs * (reward[:, None] - out.baselines.detach())).sum(1).mean()
+    baseline = torch.nn.functional.mse_loss(out.baselines, reward[:, None].expand_as(out.baselines))
+    torch.testing.assert_close(ce + policy + baseline, loss)
+    return model, ce, policy, baseline, loss
+
+
+def test_classification_loss_does_not_reach_policy_or_baseline():
+    model, ce, *_ = hard_losses()
+    got = grads_of(model, ce)
+    assert not any(v for k, v in got.items() if k.startswith(("policy.", "baseline.")))
+    assert all(v for k, v in got.items() if k.startswith(("glimpse.", "core.", "classifier.")))
+
+
+def test_reinforce_reaches_the_location_network_only():
+    model, _, policy, *_ = hard_losses()
+    got = grads_of(model, policy)
+    assert {k for k, v in got.items() if v} == {"policy.mean.weight", "policy.mean.bias"}
+
+
+def test_baseline_loss_reaches_the_baseline_only():
+    model, _, _, baseline, _ = hard_losses()
+    got = grads_of(model, baseline)
+    assert {k for k, v in got.items() if v} == {"baseline.value.weight", "baseline.value.bias"}
+
+
+def test_full_hard_loss_reaches_every_parameter():
+    model, *_, loss = hard_losses()
+    got = grads_of(model, loss)
+    assert all(got.values()), [k for k, v in got.items() if not v]
+
+
+def test_soft_gradients_reach_every_parameter_through_the_weights():
+    torch.manual_seed(0)
+    model = build("soft", 28, glimpses=3, patch=8, grid_stride=4)
+    loss, parts = objective(model(torch.rand(8, 1, 28, 28)), torch.randint(10, (8,)))
+    assert set(parts) == {"ce", "loss", "attention_entropy"}  # no REINFORCE anywhere
+    got = grads_of(model, loss)
+    assert all(got.values()), [k for k, v in got.items() if not v]
+
+
+def test_policy_samples_around_the_mean_with_its_std():
+    torch.manual_seed(0)
+    model = build("hard", 28, glimpses=2, std=0.05)
+    out = model(torch.zeros(4000, 1, 28, 28))  # same image: same mean for every row
+    spread = (out.locations[:, 1] - out.means[:, 0]).std(0)
+    torch.testing.assert_close(spread, torch.full((2,), 0.05), atol=0.003, rtol=0)
+    greedy = model(torch.zeros(4, 1, 28, 28), greedy=True)
+    torch.testing.assert_close(greedy.locations[:, 1], greedy.means[:, 0].clamp(-1, 1))
+
+
+def test_cost_counts_pixels_read():
+    hard = build("hard", 100, glimpses=8, patch=12, scales=4)
+    assert hard.cost()["pixels"] == 8 * 4 * 12 * 12
+    soft = build("soft", 100, glimpses=8, patch=12, scales=4, grid_stride=8)
+    n = (100 - 12) // 8 + 1
+    assert soft.cost()["pixels"] == n * n * 4 * 12 * 12
+    assert soft.cost()["macs"] > hard.cost()["macs"]
+
+
+@pytest.mark.parametrize(
+    "kind, kwargs, name",
+    [
+        ("hard", dict(glimpses=0), "glimpses=0"),
+        ("hard", dict(patch=30), "patch=30"),
+        ("hard", dict(scales=0), "scales=0"),
+        ("hard", dict(patch=12, scales=3), "scales=3"),  # a 48x48 widest patch on 28x28
+        ("hard", dict(std=0.0), "std=0.0"),
+        ("hard", dict(start="corner"), "start='corner'"),
+        ("hard", dict(core="gru"), "core='gru'"),
+        ("soft", dict(grid_stride=0), "grid_stride=0"),
+        ("soft", dict(grid_stride=21), "grid_stride=21"),  # a 1x1 grid
+        ("soft", dict(score="cosine"), "score='cosine'"),
+        ("loud", dict(), "attention='loud'"),
+    ],
+)
+def test_bad_settings_name_the_value(kind, kwargs, name):
+    with pytest.raises(ConfigError, match=name):
+        build(kind, 28, **kwargs)

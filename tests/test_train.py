@@ -1,0 +1,52 @@
+"""train.py end to end: both kinds run, learn on real MNIST, save checkpoints that load alone."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from glimpse.module import GlimpseModel
+from tests.conftest import REPO
+
+
+@pytest.mark.parametrize("kind", ["hard", "soft"])
+def test_fast_dev_run(cli, kind):
+    run = cli("--attention", kind, "--trainer.fast_dev_run=true")
+    assert run.model.hparams.attention == kind
+    assert torch.isfinite(torch.tensor(run.trainer.callback_metrics["test/loss"].item()))
+
+
+def test_config_files_and_overrides_compose(cli):
+    run = cli("--config", str(REPO / "configs/cluttered60.yaml"), "--attention", "soft", "--model.glimpses", "4",
+              "--data.fragments", "6", "--trainer.fast_dev_run=true")
+    assert (run.model.hparams.attention, run.model.hparams.glimpses, run.model.hparams.image_size) == ("soft", 4, 60)
+    assert run.datamodule.hparams.fragments == 6
+
+
+def test_print_config_runs_as_a_script():
+    done = subprocess.run([sys.executable, "train.py", "--attention", "soft", "--print_config"], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "attention: soft" in done.stdout and "max_epochs: 30" in done.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind, limit, epochs, ceiling", [("hard", 100, 4, 0.35), ("soft", 100, 3, 0.45)])
+def test_short_run_learns_real_mnist(cli, tmp_path, kind, limit, epochs, ceiling):
+    """A few thousand real images, a fixed number of steps: far below the 90% error of chance."""
+    run = cli("--attention", kind, f"--trainer.max_epochs={epochs}", f"--trainer.limit_train_batches={limit}",
+              "--trainer.limit_val_batches=2", "--trainer.limit_test_batches=2", "--model.eval_samples=2")
+    metrics = run.trainer.callback_metrics
+    assert metrics["test/error"] < ceiling, metrics
+    if kind == "hard":
+        assert metrics["test/error_greedy"] < ceiling, metrics
+        assert 0 < metrics["test/reward"] <= 1
+    # checkpoints: best and last, and the best loads with no config repeated
+    ckpts = sorted(p.name for p in (tmp_path / "runs").rglob("*.ckpt"))
+    assert "last.ckpt" in ckpts and any(name.startswith("best-epoch") for name in ckpts), ckpts
+    best = GlimpseModel.load_from_checkpoint(run.trainer.checkpoint_callback.best_model_path)
+    assert best.hparams.attention == kind and best.net.kind == kind
+    assert list((tmp_path / "runs").rglob("config.yaml")), "the resolved config is saved beside the logs"
