@@ -5,6 +5,7 @@ from typing import Literal, Optional
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
+from glimpse.callbacks import AttentionPictures
 from glimpse.data import GlimpseData
 from glimpse.module import GlimpseModel
 
@@ -19,6 +20,7 @@ class GlimpseCLI(LightningCLI):
                             help="resume training from this checkpoint ('last' for the run's last one)")
         parser.link_arguments("data.image_size", "model.image_size", apply_on="instantiate")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(AttentionPictures, "pictures")
         parser.set_defaults({
             "checkpoint.monitor": "val/error",
             "checkpoint.mode": "min",

@@ -1,6 +1,6 @@
 """What every attention model has: the sensor, the glimpse network, the core and the classifier."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 from torch import Tensor, nn
 
@@ -20,6 +20,10 @@ class Rollout:
     means: Tensor | None = None  # (B, T-1, 2) hard: the policy mean behind each sample
     weights: Tensor | None = None  # (B, T, grid_h, grid_w) soft: attention weights per step
     patches: Tensor | None = None  # (B, T, k, C, g, g) hard, when asked for: what the network saw
+
+    def to(self, device) -> "Rollout":
+        moved = {f.name: getattr(self, f.name).to(device) for f in fields(self) if getattr(self, f.name) is not None}
+        return replace(self, **moved)
 
 
 class AttentionNet(nn.Module):

@@ -1,0 +1,57 @@
+"""TensorBoard pictures of the attention, every validation epoch, for a fixed set of images."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_only
+
+from glimpse.checks import require
+from glimpse.draw import patch_table, rollout_for_pictures, step_frames, table
+
+
+class AttentionPictures(L.Callback):
+    """Logs where the model looks on the first ``count`` validation images (the same every epoch).
+
+    Tags: ``pictures/steps`` (a row per image, a column per step, see ``glimpse.draw``),
+    ``pictures/patches`` (hard: the glimpses as the network sees them), and histograms
+    ``locations/x/step<t>`` and ``locations/y/step<t>`` of the locations on the whole first
+    validation batch.
+    Pictures use the global step, so a resumed run continues the same timeline. Does nothing
+    without a TensorBoardLogger, and only on rank zero.
+
+    Args:
+        count: validation images to draw (the first ones of the fixed validation set).
+        every_n_epochs: draw every this many validation epochs.
+    """
+
+    def __init__(self, count: int = 8, every_n_epochs: int = 1):
+        require(count >= 1, "pictures.count", count, "an integer >= 1")
+        require(every_n_epochs >= 1, "pictures.every_n_epochs", every_n_epochs, "an integer >= 1")
+        self.count, self.every_n_epochs = count, every_n_epochs
+        self.batch: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def fixed_images(self, trainer: L.Trainer) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.batch is None:
+            loader = trainer.val_dataloaders
+            images, labels = next(iter(loader[0] if isinstance(loader, list) else loader))
+            self.batch = images.cpu(), labels.cpu()
+        return self.batch
+
+    @rank_zero_only
+    def on_validation_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        logger = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
+        if logger is None or trainer.sanity_checking or trainer.current_epoch % self.every_n_epochs:
+            return
+        images, labels = self.fixed_images(trainer)
+        net, n = module.net, self.count
+        out = rollout_for_pictures(net, images.to(module.device)).to("cpu")
+        board, step = logger.experiment, trainer.global_step
+        for t in range(out.locations.shape[1]):
+            board.add_histogram(f"locations/x/step{t}", out.locations[:, t, 0], step)
+            board.add_histogram(f"locations/y/step{t}", out.locations[:, t, 1], step)
+        out = rollout_for_pictures(net, images[:n].to(module.device)).to("cpu")
+        board.add_image("pictures/steps", table(step_frames(net, images[:n], out, labels[:n])), step)
+        if out.patches is not None:
+            board.add_image("pictures/patches", patch_table(out.patches), step)
