@@ -1,0 +1,126 @@
+"""Evaluate saved checkpoints on the test set, side by side; optionally draw where they looked.
+
+    python -m glimpse.evaluate runs/mnist-hard/version_0/checkpoints/best-*.ckpt runs/mnist-soft/.../last.ckpt
+    python -m glimpse.evaluate CKPT --samples 20 --json results.json --trajectories looks.png
+
+Each checkpoint is rebuilt from the hyperparameters saved in it (no config to repeat) and tested on
+the data set it was trained on, or on ``--dataset`` (with ``--canvas``/``--fragments``) where the
+image size matches. Hard (stochastic) models report the error of M-sample averaged probabilities
+and of the greedy (policy-mean) path. Exit status 2 and one line for a bad file or argument.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+from glimpse.checkpoints import CheckpointError, load_model, saved_arguments
+from glimpse.checks import ConfigError
+from glimpse.data import GlimpseData
+from glimpse.draw import save_pictures
+from glimpse.module import GlimpseModel
+
+
+def test_data(ckpt: dict, args: argparse.Namespace, model: GlimpseModel) -> GlimpseData:
+    """The checkpoint's own data set (as saved by the CLI), with any flags given on top."""
+    saved = saved_arguments(ckpt, "datamodule_hyper_parameters")
+    saved.update({k: v for k, v in (("dataset", args.dataset), ("canvas", args.canvas),
+                                    ("fragments", args.fragments)) if v is not None})
+    saved.update(root=args.root, eval_batch_size=args.batch_size)
+    data = GlimpseData(**saved)
+    if data.image_size != model.hparams.image_size:
+        raise ConfigError(f"dataset={data.hparams.dataset!r} with canvas {data.image_size} is not allowed: expected "
+                          f"images of {model.hparams.image_size}x{model.hparams.image_size}, the size the model was trained on")
+    return data
+
+
+@torch.no_grad()
+def evaluate(model: GlimpseModel, data: GlimpseData, samples: int) -> dict:
+    """Test error (M samples; greedy too when stochastic), images/s of the M-sample pass."""
+    data.prepare_data()
+    data.setup("test")
+    wrong, wrong_greedy, seen, seconds = 0, 0, 0, 0.0
+    for images, labels in data.test_dataloader():
+        start = time.perf_counter()
+        probs = model.predict_proba(images, samples if model.net.stochastic else 1)
+        seconds += time.perf_counter() - start
+        wrong += int((probs.argmax(-1) != labels).sum())
+        if model.net.stochastic:
+            wrong_greedy += int((model.predict_proba(images, greedy=True).argmax(-1) != labels).sum())
+        seen += len(labels)
+    h, cost = data.hparams, model.net.cost()
+    name = h.dataset if h.dataset == "mnist" else f"{h.dataset}{h.canvas}"
+    return {
+        "kind": model.hparams.attention, "dataset": name, "glimpses": model.hparams.glimpses,
+        "samples": samples if model.net.stochastic else 1, "test_error": wrong / seen,
+        "test_error_greedy": wrong_greedy / seen if model.net.stochastic else None,
+        "images_per_s": seen / seconds, "pixels_per_image": cost["pixels"], "macs_per_image": cost["macs"],
+    }
+
+
+def row_text(path: str, row: dict) -> str:
+    greedy = "" if row["test_error_greedy"] is None else f"{100 * row['test_error_greedy']:.2f}"
+    return (f"{row['kind']:<5} {row['dataset']:<13} {row['glimpses']:>2} {row['samples']:>3} "
+            f"{100 * row['test_error']:>7.2f} {greedy:>7} {row['images_per_s']:>8,.0f} {row['pixels_per_image']:>9,}  {path}")
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m glimpse.evaluate", description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoints", nargs="+", help="checkpoint files (.ckpt) of any attention kind")
+    parser.add_argument("--samples", type=int, default=None,
+                        help="Monte-Carlo rollouts averaged per image (hard); default: the model's eval_samples")
+    parser.add_argument("--dataset", choices=["mnist", "translated", "cluttered"], help="test on this data set instead")
+    parser.add_argument("--canvas", type=int, help="canvas side for --dataset translated/cluttered")
+    parser.add_argument("--fragments", type=int, help="clutter fragments for --dataset cluttered")
+    parser.add_argument("--attention", choices=["hard", "soft", "choice"], help="refuse checkpoints of another kind")
+    parser.add_argument("--root", default="data", help="data root (MNIST cache)")
+    parser.add_argument("--batch-size", type=int, default=1000)
+    parser.add_argument("--json", type=Path, help="also write the rows to this JSON file")
+    parser.add_argument("--trajectories", type=Path, metavar="OUT.png",
+                        help="draw the first --count test images: OUT.png (table) and OUT.gif (animation); "
+                             "with several checkpoints, OUT-<n>.png")
+    parser.add_argument("--count", type=int, default=8, help="test images to draw")
+    parser.add_argument("--verbose", action="store_true", help="show tracebacks")
+    args = parser.parse_args(argv)
+    for name in ("samples", "batch_size", "count"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            parser.error(f"--{name.replace('_', '-')}={value} is not allowed: expected an integer >= 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    rows = []
+    print(f"{'kind':<5} {'dataset':<13} {'T':>2} {'M':>3} {'error%':>7} {'greedy%':>7} {'img/s':>8} {'pixels':>9}  checkpoint")
+    try:
+        for n, path in enumerate(args.checkpoints):
+            model, ckpt = load_model(path, args.attention)
+            data = test_data(ckpt, args, model)
+            row = evaluate(model, data, args.samples or model.eval_samples)
+            rows.append({"checkpoint": str(path), **row})
+            print(row_text(path, row), flush=True)
+            if args.trajectories:
+                out = args.trajectories if len(args.checkpoints) == 1 else \
+                    args.trajectories.with_name(f"{args.trajectories.stem}-{n}{args.trajectories.suffix}")
+                images, labels = next(iter(data.test_dataloader()))
+                files = save_pictures(model.net, images[: args.count], labels[: args.count], out)
+                print("  drawn:", ", ".join(map(str, files)))
+    except (CheckpointError, ConfigError, OSError) as exc:
+        if args.verbose:
+            traceback.print_exc()
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
