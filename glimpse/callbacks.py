@@ -1,6 +1,8 @@
-"""TensorBoard pictures of the attention, every validation epoch, for a fixed set of images."""
+"""Callbacks the CLI always adds: per-epoch seeding (exact resume) and TensorBoard pictures."""
 
 from __future__ import annotations
+
+import os
 
 import lightning as L
 import torch
@@ -55,3 +57,23 @@ class AttentionPictures(L.Callback):
         board.add_image("pictures/steps", table(step_frames(net, images[:n], out, labels[:n])), step)
         if out.patches is not None:
             board.add_image("pictures/patches", patch_table(out.patches), step)
+
+
+class EpochSeed(L.Callback):
+    """Reseeds every random generator at the start of each training epoch from (seed, epoch).
+
+    Why: an epoch's batch order, canvases and sampled glimpses then depend only on the weights and
+    the epoch number, not on what ran before (a sanity check, a crash), so a run resumed from an
+    epoch-end checkpoint continues exactly as the uninterrupted run would have. The seed is the
+    one given to ``seed_everything`` (the CLI's ``--seed_everything``).
+    """
+
+    def __init__(self):
+        self.base: int | None = None
+
+    def setup(self, trainer: L.Trainer, module: L.LightningModule, stage: str) -> None:
+        if self.base is None:  # read once: seed_everything below rewrites the variable
+            self.base = int(os.environ.get("PL_GLOBAL_SEED", 0))
+
+    def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        L.seed_everything(self.base * 100_003 + trainer.current_epoch, workers=True, verbose=False)

@@ -1,12 +1,17 @@
 """The command line: LightningCLI over GlimpseModel and GlimpseData, then fit and test."""
 
+import re
+import sys
+from pathlib import Path
 from typing import Literal, Optional
 
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
-from glimpse.callbacks import AttentionPictures
-from glimpse.data import GlimpseData
+from glimpse.callbacks import AttentionPictures, EpochSeed
+from glimpse.checkpoints import CheckpointError, checkpoint_kind
+from glimpse.checks import ConfigError, require
+from glimpse.data import GlimpseData, MnistUnavailableError
 from glimpse.module import GlimpseModel
 
 
@@ -37,6 +42,35 @@ class GlimpseCLI(LightningCLI):
         if getattr(logger, "init_args", None) is not None and logger.init_args.get("name") == "auto":
             dataset = config.data.dataset if config.data.dataset == "mnist" else f"{config.data.dataset}{config.data.canvas}"
             logger.init_args.name = f"{dataset}-{config.model.attention}"
+        self.resolve_resume(config)
+
+    @staticmethod
+    def resolve_resume(config) -> None:
+        """Check ``--ckpt_path`` before anything runs, and resume into the run it came from.
+
+        "last" means the newest ``version_*/checkpoints/last.ckpt`` of this run's logger name; a
+        checkpoint inside ``version_N/checkpoints`` makes the logger continue ``version_N``, so
+        curves and pictures go on at the same steps in the same event folder.
+        """
+        path = config.ckpt_path
+        if path is None:
+            return
+        logger = config.trainer.logger
+        args = getattr(logger, "init_args", None)
+        if path == "last":
+            require(args is not None, "ckpt_path", path, "a file path when the TensorBoard logger is off")
+            runs = Path(args.save_dir) / args.name
+            found = sorted(runs.glob("version_*/checkpoints/last.ckpt"), key=lambda p: int(re.sub(r"\D", "", p.parts[-3]) or 0))
+            require(bool(found), "ckpt_path", path, f"a run with a last.ckpt under {runs}/version_*/checkpoints (none found)")
+            path = found[-1]
+        kind = checkpoint_kind(path)
+        require(kind == config.model.attention, "ckpt_path", str(path),
+                f"a checkpoint of {config.model.attention!r} attention (this one is {kind!r})")
+        path = Path(path)
+        if args is not None and args.get("version") is None and path.parent.name == "checkpoints" \
+                and path.parent.parent.name.startswith("version_"):
+            args.version = path.parent.parent.name
+        config.ckpt_path = str(path)
 
 
 def main(args=None) -> GlimpseCLI:
@@ -51,6 +85,7 @@ def main(args=None) -> GlimpseCLI:
         trainer_defaults={
             "max_epochs": 30,
             "default_root_dir": "runs",
+            "callbacks": [EpochSeed()],
             "logger": {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
                        "init_args": {"save_dir": "runs", "name": "auto"}},
         },
@@ -60,3 +95,12 @@ def main(args=None) -> GlimpseCLI:
     best = cli.trainer.checkpoint_callback.best_model_path if cli.trainer.checkpoint_callback else ""
     cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path="best" if best else None)
     return cli
+
+
+def entry() -> None:
+    """``train.py``: as ``main``, but a bad setting or file is one line on stderr and exit status 2."""
+    try:
+        main()
+    except (ConfigError, CheckpointError, MnistUnavailableError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)

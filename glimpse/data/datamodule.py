@@ -5,7 +5,7 @@ from __future__ import annotations
 import lightning as L
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from glimpse.checks import require
 from glimpse.data.canvas import DIGIT, compose
@@ -27,16 +27,39 @@ def keep_batch(batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
     return batch
 
 
-class FreshCanvases(Dataset):
-    """Digits placed anew on every access: every training batch sees new positions and clutter.
+class EpochShuffle(Sampler[int]):
+    """A fresh permutation each epoch, drawn from (seed, epoch) alone.
 
-    Draws from torch's default RNG, so `lightning.seed_everything` makes a run reproducible (each
-    DataLoader worker gets its own seed from it).
+    Why not RandomSampler: it draws from the global RNG at a moment Lightning decides, so a run
+    resumed from a checkpoint would see other batches than the uninterrupted run. Lightning calls
+    ``set_epoch`` before every epoch (and wraps this sampler for distributed training).
     """
 
-    def __init__(self, digits: Tensor, labels: Tensor, canvas: int, fragments: int, fragment_size: int):
+    def __init__(self, size: int, seed: int):
+        self.size, self.seed, self.epoch = size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self):
+        order = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(torch.randperm(self.size, generator=order).tolist())
+
+
+class FreshCanvases(Dataset):
+    """Digits placed anew for every batch: every training batch sees new positions and clutter.
+
+    A batch's placements are drawn from a generator seeded by (salt, the batch's indices), not
+    from the global RNG: they are the same whatever ran before and in any DataLoader worker, and
+    they change every epoch because the shuffled batches do.
+    """
+
+    def __init__(self, digits: Tensor, labels: Tensor, canvas: int, fragments: int, fragment_size: int, salt: int = 0):
         self.digits, self.labels = digits, labels  # (N,28,28) uint8, (N,) int64; also the clutter
-        self.canvas, self.fragments, self.fragment_size = canvas, fragments, fragment_size
+        self.canvas, self.fragments, self.fragment_size, self.salt = canvas, fragments, fragment_size, salt
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -53,7 +76,8 @@ class FreshCanvases(Dataset):
         return FixedCanvases(images, self.labels, positions)
 
     def __getitems__(self, indices: list[int]) -> tuple[Tensor, Tensor]:
-        images, _ = self.compose(torch.as_tensor(indices))
+        draws = torch.Generator().manual_seed(hash((self.salt, *indices)) % 2**63)  # int hashes are stable
+        images, _ = self.compose(torch.as_tensor(indices), draws)
         return to_float(images), self.labels[indices]
 
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
@@ -81,8 +105,9 @@ class GlimpseData(L.LightningDataModule):
     """MNIST (28x28), translated MNIST or cluttered MNIST (digit on a larger blank/cluttered canvas).
 
     Batches are (images float32 (B,1,H,W) in [0,1], labels int64 (B,)). Training images get fresh
-    placements (and clutter) for every batch; validation and test images are generated once in
-    `setup` from `seed`, so they are byte-identical on every run and machine.
+    placements (and clutter) for every batch, drawn from the global seed (``seed_everything``),
+    the epoch and the batch, so a resumed run sees the same batches; validation and test images
+    are generated once in `setup` from `seed`, so they are byte-identical on every run and machine.
 
     Args:
         dataset: "mnist", "translated" (digit at a random spot of a blank canvas) or "cluttered"
@@ -159,16 +184,20 @@ class GlimpseData(L.LightningDataModule):
         self.val_set = val.render(torch.Generator().manual_seed(val_seed))
         self.test_set = self._canvases(*mnist["test"]).render(torch.Generator().manual_seed(test_seed))
 
-    def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
+    def _loader(self, dataset: Dataset, batch_size: int, sampler: Sampler | None = None) -> DataLoader:
         workers = self.hparams.num_workers
-        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers,
-                          collate_fn=keep_batch, pin_memory=False, persistent_workers=workers > 0)
+        # its own generator: creating an iterator then leaves the global RNG alone (exact resume)
+        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
+                          collate_fn=keep_batch, pin_memory=False, persistent_workers=workers > 0,
+                          generator=torch.Generator().manual_seed(self.hparams.seed))
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, self.hparams.batch_size, shuffle=True)
+        seed = torch.initial_seed()  # what seed_everything set: the run's seed
+        self.train_set.salt = seed
+        return self._loader(self.train_set, self.hparams.batch_size, EpochShuffle(len(self.train_set), seed))
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, self.hparams.eval_batch_size, shuffle=False)
+        return self._loader(self.val_set, self.hparams.eval_batch_size)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, self.hparams.eval_batch_size, shuffle=False)
+        return self._loader(self.test_set, self.hparams.eval_batch_size)

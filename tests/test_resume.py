@@ -1,0 +1,50 @@
+"""Reliability: a SIGKILLed run resumes exactly; the same seed gives the same run twice."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import REPO
+
+SHORT = ["--trainer.max_epochs=3", "--trainer.limit_train_batches=30", "--trainer.limit_val_batches=2",
+         "--trainer.limit_test_batches=2", "--data.eval_batch_size=250", "--model.eval_samples=2"]
+
+
+def final_metrics(run) -> dict[str, float]:
+    return {k: float(v) for k, v in run.trainer.callback_metrics.items() if k.startswith(("val/", "test/"))}
+
+
+@pytest.mark.slow
+def test_same_seed_same_metrics(cli):
+    first = final_metrics(cli("--attention", "hard", *SHORT))
+    second = final_metrics(cli("--attention", "hard", *SHORT))
+    assert first and first == second
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_same_result(cli, data, tmp_path):
+    runs = tmp_path / "runs"
+    whole = final_metrics(cli("--attention", "hard", *SHORT, "--trainer.logger.init_args.name=whole"))
+    cmd = [sys.executable, "train.py", "--attention", "hard", *SHORT, f"--data.root={data}",
+           f"--trainer.default_root_dir={runs}", f"--trainer.logger.init_args.save_dir={runs}",
+           "--trainer.logger.init_args.name=killed", "--trainer.enable_progress_bar=false"]
+    process = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    last = runs / "killed" / "version_0" / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 300
+    while not last.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert last.exists(), process.stderr.read().decode()[-2000:] if process.poll() is not None else "no checkpoint"
+    time.sleep(1.0)  # into the second epoch
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, "the run was still training when it was killed"
+    resumed = cli("--attention", "hard", *SHORT, "--trainer.logger.init_args.name=killed", "--ckpt_path", "last")
+    assert resumed.trainer.current_epoch == 3
+    assert resumed.config.ckpt_path == str(last)
+    assert final_metrics(resumed) == whole
