@@ -10,14 +10,16 @@ from glimpse.checks import require
 from glimpse.losses import objective
 from glimpse.models import build
 
-Attention = Literal["hard", "soft"]
+Attention = Literal["hard", "soft", "choice"]
+CHOICE_DEFAULTS = {"estimator": "reinforce", "temperature": 1.0, "temperature_min": 0.5, "anneal": 0.0}
 
 
 class GlimpseModel(L.LightningModule):
-    """A hard (RAM) or soft attention model with its objective; everything else is shared.
+    """A hard (RAM), soft or choice attention model with its objective; everything else is shared.
 
     Args:
-        attention: "hard" (RAM, REINFORCE) or "soft" (softmax-weighted blend of a location grid).
+        attention: "hard" (RAM, REINFORCE), "soft" (softmax-weighted blend of a location grid) or
+            "choice" (one grid location sampled from the same softmax).
         image_size: canvas side in pixels; linked from the data module by the CLI.
         channels: image channels.
         classes: number of classes.
@@ -35,9 +37,14 @@ class GlimpseModel(L.LightningModule):
         train_samples: hard only: rollouts per image in training (the image repeated M times).
         eval_samples: hard only: rollouts whose class probabilities are averaged in evaluation.
         reinforce_weight: hard only: weight of the REINFORCE term in the hybrid loss.
-        grid_stride: soft only: pixels between neighbouring candidate locations.
-        score: soft only: "additive" or "dot" attention scores.
-        attention_size: soft only: width of the score's keys and queries.
+        grid_stride: soft and choice: pixels between neighbouring candidate locations.
+        score: soft and choice: "additive" or "dot" attention scores.
+        attention_size: soft and choice: width of the score's keys and queries.
+        estimator: choice only: "reinforce" (score function, learned baseline) or "gumbel"
+            (straight-through Gumbel-softmax).
+        temperature: choice with gumbel: the softmax temperature at the start of training.
+        temperature_min: choice with gumbel: the floor the temperature anneals to.
+        anneal: choice with gumbel: decay rate per 1000 steps (0: constant temperature).
         lr: Adam learning rate.
         weight_decay: Adam weight decay.
         schedule: learning rate over training: "cosine" to zero, "linear" to zero, or "constant".
@@ -66,6 +73,10 @@ class GlimpseModel(L.LightningModule):
         grid_stride: int = 4,
         score: Literal["additive", "dot"] = "additive",
         attention_size: int = 128,
+        estimator: Literal["reinforce", "gumbel"] = "reinforce",
+        temperature: float = 1.0,
+        temperature_min: float = 0.5,
+        anneal: float = 0.0,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         schedule: Literal["cosine", "linear", "constant"] = "cosine",
@@ -81,7 +92,13 @@ class GlimpseModel(L.LightningModule):
         common = dict(channels=channels, classes=classes, glimpses=glimpses, patch=patch, scales=scales,
                       scale_factor=scale_factor, what=what, where=where, glimpse_features=glimpse_features,
                       hidden=hidden, core=core)
-        own = {"hard": dict(std=std, start=start), "soft": dict(grid_stride=grid_stride, score=score, attention_size=attention_size)}
+        choice = dict(estimator=estimator, temperature=temperature, temperature_min=temperature_min, anneal=anneal)
+        if attention != "choice":
+            for name, value in choice.items():
+                require(value == CHOICE_DEFAULTS[name], name, value,
+                        f"its default {CHOICE_DEFAULTS[name]!r}: it is a setting of choice attention, not {attention!r}")
+        soft = dict(grid_stride=grid_stride, score=score, attention_size=attention_size)
+        own = {"hard": dict(std=std, start=start), "soft": soft, "choice": {**soft, **choice}}
         self.net = build(attention, image_size, **common, **own.get(attention, {}))
         self.eval_samples = eval_samples
 
@@ -103,8 +120,11 @@ class GlimpseModel(L.LightningModule):
         loss, metrics = objective(out, labels.repeat(m), self.hparams.reinforce_weight)
         probs = out.logits.detach().softmax(-1).view(m, b, -1).mean(0)  # (B, classes)
         metrics["error"] = (probs.argmax(-1) != labels).float().mean()
-        if self.net.stochastic:
+        if self.net.kind == "hard":
             metrics["std"] = torch.tensor(self.net.policy.std)
+        if getattr(self.net, "estimator", None) == "gumbel":
+            metrics["temperature"] = torch.tensor(self.net.temperature)
+        if self.net.stochastic:
             if stage != "train":
                 metrics["error_greedy"] = (self.predict_proba(images, greedy=True).argmax(-1) != labels).float().mean()
         if stage == "train":
@@ -117,6 +137,10 @@ class GlimpseModel(L.LightningModule):
         self.log_dict({f"{stage}/{k}": v for k, v in metrics.items()}, batch_size=b, sync_dist=stage != "train")
         self.log(f"{stage}_error", metrics["error"], batch_size=b, prog_bar=True, logger=False, sync_dist=stage != "train")
         return loss
+
+    def on_train_batch_start(self, batch, batch_idx):
+        if hasattr(self.net, "set_step"):  # choice with gumbel: anneal the temperature
+            self.net.set_step(self.global_step)
 
     def training_step(self, batch, batch_idx):
         return self.shared_step(batch, "train")

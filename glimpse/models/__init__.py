@@ -2,11 +2,12 @@
 
 from glimpse.checks import require_choice
 from glimpse.models.base import AttentionNet, Rollout
+from glimpse.models.choice import ChoiceAttention
 from glimpse.models.hard import RecurrentAttention
 from glimpse.models.retina import Retina
 from glimpse.models.soft import SoftAttention
 
-KINDS: dict[str, type[AttentionNet]] = {"hard": RecurrentAttention, "soft": SoftAttention}
+KINDS: dict[str, type[AttentionNet]] = {"hard": RecurrentAttention, "soft": SoftAttention, "choice": ChoiceAttention}
 
 
 def build(attention: str, image_size: int, **kwargs) -> AttentionNet:
@@ -15,4 +16,4 @@ def build(attention: str, image_size: int, **kwargs) -> AttentionNet:
     return KINDS[attention](image_size, **kwargs)
 
 
-__all__ = ["AttentionNet", "KINDS", "RecurrentAttention", "Retina", "Rollout", "SoftAttention", "build"]
+__all__ = ["AttentionNet", "ChoiceAttention", "KINDS", "RecurrentAttention", "Retina", "Rollout", "SoftAttention", "build"]

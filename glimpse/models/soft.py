@@ -62,6 +62,7 @@ class SoftAttention(AttentionNet):
 
     kind = "soft"
     stochastic = False
+    detach_scores = False  # soft: the scores are trained by back-propagation through the blend
 
     def __init__(self, image_size: int, *, grid_stride: int = 4, score: str = "additive", attention_size: int = 128, **common):
         super().__init__(image_size, **common)
@@ -74,25 +75,41 @@ class SoftAttention(AttentionNet):
         loc = self.grid.expand(images.shape[0], -1, -1)  # (B, L, 2)
         return self.glimpse(self.retina(self.retina.pyramid(images), loc), loc)
 
-    def attend(self, weights: Tensor, features: Tensor) -> Tensor:
-        """The one place attention is used: a_t (B, L), f (B, L, D) -> c_t (B, D), a blend."""
-        return (weights[:, None] @ features).squeeze(1)
+    def select(self, scores: Tensor, weights: Tensor, greedy: bool) -> tuple[Tensor, Tensor | None]:
+        """What is done with the weights: soft attention blends all locations with them.
+
+        Returns the mixing vector m_t (B, L), c_t = sum_i m_t,i f_i, and the log-probability of a
+        sampled choice (None: nothing sampled). ``ChoiceAttention`` overrides only this.
+        """
+        return weights, None
 
     def forward(self, images: Tensor, greedy: bool = False, keep_patches: bool = False) -> Rollout:
-        """images (B, C, H, W) -> Rollout with weights (B, T, n, n); greedy and keep_patches are ignored."""
+        """images (B, C, H, W) -> Rollout with weights (B, T, n, n); ``keep_patches`` is ignored."""
         b = images.shape[0]
         f = self.features(images)  # (B, L, D)
-        keys = self.scorer.key(f)  # (B, L, A)
+        keys = self.scorer.key(f.detach() if self.detach_scores else f)  # (B, L, A), once per image
         state = self.core.init_state(b, images)
         h = images.new_zeros(b, self.core.hidden)
-        weights = []
+        weights, mixes, log_probs, baselines = [], [], [], []
         for _ in range(self.glimpses):
-            a = torch.softmax(self.scorer(keys, h), dim=-1)  # (B, L)
-            h, state = self.core(self.attend(a, f), state)
+            scores = self.scorer(keys, h.detach() if self.detach_scores else h)  # (B, L)
+            a = torch.softmax(scores, dim=-1)
+            m, log_prob = self.select(scores, a, greedy)
+            if log_prob is not None:
+                log_probs.append(log_prob)
+                baselines.append(self.baseline(h))
+            h, state = self.core((m[:, None] @ f).squeeze(1), state)  # c_t = sum_i m_t,i f_i
             weights.append(a)
+            mixes.append(m)
         a = torch.stack(weights, 1)  # (B, T, L)
         n = self.grid_size
-        return Rollout(logits=self.classifier(h), locations=a @ self.grid, weights=a.view(b, self.glimpses, n, n))
+        return Rollout(
+            logits=self.classifier(h),
+            locations=torch.stack(mixes, 1).detach() @ self.grid,  # soft: expected; choice: chosen
+            weights=a.view(b, self.glimpses, n, n),
+            log_probs=torch.stack(log_probs, 1) if log_probs else None,
+            baselines=torch.stack(baselines, 1) if baselines else None,
+        )
 
     def cost(self) -> dict[str, int]:
         locations = len(self.grid)
