@@ -1,0 +1,59 @@
+"""Every bad setting is refused before any work starts, by a message that names the argument."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from glimpse.checks import ConfigError
+from glimpse.cli import main
+
+BAD = [  # (arguments, text the message must contain)
+    (["--model.glimpses=0"], "glimpses=0"),
+    (["--model.glimpses=-3"], "glimpses=-3"),
+    (["--model.glimpses=two"], "model.glimpses"),
+    (["--model.patch=0"], "patch=0"),
+    (["--model.patch=40"], "patch=40"),
+    (["--model.scales=0"], "scales=0"),
+    (["--model.patch=12", "--model.scales=3"], "scales=3"),
+    (["--model.scale_factor=0"], "scale_factor=0"),
+    (["--model.std=0"], "std=0"),
+    (["--model.std=-0.1"], "std=-0.1"),
+    (["--model.eval_samples=0"], "eval_samples=0"),
+    (["--model.train_samples=0"], "train_samples=0"),
+    (["--model.hidden=0"], "hidden=0"),
+    (["--model.lr=0"], "lr=0"),
+    (["--model.lr=fast"], "model.lr"),
+    (["--model.core=gru"], "model.core"),
+    (["--model.start=corner"], "model.start"),
+    (["--model.schedule=step"], "model.schedule"),
+    (["--attention=loud"], "attention"),
+    (["--attention=soft", "--model.grid_stride=0"], "grid_stride=0"),
+    (["--attention=soft", "--model.grid_stride=30"], "grid_stride=30"),
+    (["--attention=soft", "--model.score=cosine"], "model.score"),
+    (["--attention=choice", "--model.temperature=0"], "temperature=0"),
+    (["--attention=choice", "--model.estimator=straight"], "model.estimator"),
+    (["--model.estimator=gumbel"], "estimator='gumbel'"),
+    (["--data.dataset=fashion"], "data.dataset='fashion'"),
+    (["--data.dataset=translated", "--data.canvas=20"], "data.canvas=20"),
+    (["--data.fragments=-1"], "data.fragments=-1"),
+    (["--data.batch_size=0"], "data.batch_size=0"),
+    (["--data.val_size=60000"], "data.val_size=60000"),
+    (["--config=configs/cluttered60.yaml", "--model.scales=4"], "scales=4"),  # 96px glimpse on 60x60
+    (["--model.nonsense=1"], "nonsense"),
+]
+
+
+@pytest.mark.parametrize("args, named", BAD, ids=[" ".join(a) for a, _ in BAD])
+def test_bad_setting_is_refused_before_work(args, named, tmp_path: Path, capsys, monkeypatch):
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    runs = tmp_path / "runs"
+    with pytest.raises((ConfigError, SystemExit)) as caught:
+        main(args=[f"--trainer.logger.init_args.save_dir={runs}", f"--trainer.default_root_dir={runs}",
+                   f"--data.root={tmp_path / 'data'}", *args])
+    message = str(caught.value) if caught.type is ConfigError else capsys.readouterr().err
+    assert named in message, message
+    if caught.type is SystemExit:
+        assert caught.value.code == 2
+    assert not runs.exists() and not (tmp_path / "data").exists(), "nothing was written"

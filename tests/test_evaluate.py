@@ -1,0 +1,109 @@
+"""python -m glimpse.evaluate: loads any kind with no config, and refuses bad files in one line."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from tests.conftest import REPO
+
+
+@pytest.fixture(scope="module")
+def checkpoints(data, tmp_path_factory) -> dict[str, Path]:
+    """One briefly trained checkpoint per kind, made through train.py's code path."""
+    from glimpse.cli import main
+
+    runs = tmp_path_factory.mktemp("runs")
+    found = {}
+    for kind in ("hard", "soft", "choice"):
+        main(args=[f"--data.root={data}", f"--trainer.logger.init_args.save_dir={runs}", f"--trainer.default_root_dir={runs}",
+                   "--trainer.enable_progress_bar=false", "--attention", kind, "--trainer.max_epochs=1",
+                   "--trainer.limit_train_batches=3", "--trainer.limit_val_batches=2", "--trainer.limit_test_batches=2",
+                   "--data.eval_batch_size=100", "--model.glimpses=3"])
+        found[kind] = runs / f"mnist-{kind}" / "version_0" / "checkpoints" / "last.ckpt"
+    return found
+
+
+def evaluate(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "glimpse.evaluate", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_evaluates_every_kind_side_by_side(checkpoints, data, tmp_path):
+    out = tmp_path / "rows.json"
+    done = evaluate(*map(str, checkpoints.values()), "--samples", "2", "--root", data, "--json", str(out),
+                    "--trajectories", str(tmp_path / "looks.png"), "--count", "4")
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(out.read_text())
+    assert [r["kind"] for r in rows] == ["hard", "soft", "choice"]
+    for row in rows:
+        assert row["dataset"] == "mnist" and row["glimpses"] == 3 and 0 <= row["test_error"] <= 1
+        assert row["images_per_s"] > 0 and row["pixels_per_image"] > 0
+        assert (row["test_error_greedy"] is None) == (row["kind"] == "soft")
+        assert row["samples"] == (1 if row["kind"] == "soft" else 2)
+    assert rows[0]["pixels_per_image"] == 3 * 64 and rows[1]["pixels_per_image"] == 36 * 64
+    for n in range(3):
+        still = Image.open(tmp_path / f"looks-{n}.png")
+        assert still.size == (3 * 170 + 2, 4 * 170 + 2)
+        movie = Image.open(tmp_path / f"looks-{n}.gif")
+        assert movie.n_frames == 3, "one frame per step"
+    assert len(done.stdout.strip().splitlines()) == 1 + 3 + 3  # header, rows, "drawn:" lines
+
+
+def test_other_data_set_of_another_size_is_refused(checkpoints, data):
+    done = evaluate(str(checkpoints["hard"]), "--dataset", "translated", "--canvas", "60", "--root", data)
+    assert done.returncode == 2 and "60x60" not in done.stdout
+    assert "28x28" in done.stderr and "Traceback" not in done.stderr
+
+
+def bad_files(tmp_path: Path, good: Path) -> dict[str, tuple[Path, str]]:
+    empty = tmp_path / "empty.ckpt"
+    empty.write_bytes(b"")
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    noise = tmp_path / "noise.ckpt"
+    noise.write_bytes(torch.randint(0, 256, (5000,), generator=torch.Generator().manual_seed(0),
+                                    dtype=torch.uint8).numpy().tobytes())
+    foreign = tmp_path / "foreign.ckpt"
+    torch.save({"weights": torch.zeros(3)}, foreign)
+    return {
+        "missing": (tmp_path / "nothere.ckpt", "no such file"),
+        "empty": (empty, "empty file"),
+        "truncated": (truncated, "not a readable checkpoint"),
+        "random bytes": (noise, "not a readable checkpoint"),
+        "not ours": (foreign, "not a glimpse checkpoint"),
+    }
+
+
+@pytest.mark.parametrize("case", ["missing", "empty", "truncated", "random bytes", "not ours", "other kind"])
+def test_bad_checkpoints_give_one_line_and_status_2(checkpoints, tmp_path, case):
+    good = checkpoints["hard"]
+    if case == "other kind":
+        path, message, extra = good, "a 'hard' attention checkpoint, but 'soft' was asked for", ["--attention", "soft"]
+    else:
+        (path, message), extra = bad_files(tmp_path, good)[case], []
+    before = hashlib.md5(path.read_bytes()).hexdigest() if path.exists() else None
+    done = evaluate(str(path), *extra)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(path) in lines[0] and message in lines[0], done.stderr
+    assert (hashlib.md5(path.read_bytes()).hexdigest() if path.exists() else None) == before, "nothing overwritten"
+    verbose = evaluate(str(path), *extra, "--verbose")
+    assert verbose.returncode == 2 and "Traceback" in verbose.stderr
+
+
+def test_train_refuses_a_checkpoint_of_the_other_kind(checkpoints, tmp_path):
+    done = subprocess.run([sys.executable, "train.py", "--attention", "soft", "--ckpt_path", str(checkpoints["hard"]),
+                           f"--trainer.logger.init_args.save_dir={tmp_path}"], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 2
+    assert "ckpt_path=" in done.stderr and "'soft'" in done.stderr and "'hard'" in done.stderr
+    assert not any(tmp_path.iterdir()), "nothing was written"
