@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--kinds", nargs="+", default=["hard", "soft"], choices=["hard", "soft"])
     parser.add_argument("--settings", nargs="+", default=["mnist", "cluttered60", "cluttered100"], choices=SETTINGS)
     parser.add_argument("--canvas", nargs="+", type=int, default=None,
-                        help="instead of --settings: cluttered100's model (T=8, 12x12, 4 scales) on these canvases")
+                        help="instead of --settings: cluttered60's model (T=8, 12x12, 3 scales) on these canvases")
     parser.add_argument("--steps", type=int, default=60, help="timed training steps per cell")
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=128)
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(row))
         return
     GlimpseData(root=args.root).prepare_data()  # fetch MNIST once, before the children
-    cells = [(k, "cluttered100", c) for c in args.canvas for k in args.kinds] if args.canvas else \
+    cells = [(k, "cluttered60", c) for c in args.canvas for k in args.kinds] if args.canvas else \
         [(k, s, 0) for s in args.settings for k in args.kinds]
     print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} "
           f"threads, cuda {torch.cuda.is_available()}, batch {args.batch_size}, {args.steps} timed steps")

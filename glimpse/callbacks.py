@@ -76,4 +76,4 @@ class EpochSeed(L.Callback):
             self.base = int(os.environ.get("PL_GLOBAL_SEED", 0))
 
     def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        L.seed_everything(self.base * 100_003 + trainer.current_epoch, workers=True, verbose=False)
+        L.seed_everything((self.base * 100_003 + trainer.current_epoch) % 2**32, workers=True, verbose=False)

@@ -12,6 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
+from glimpse.checkpoints import load_model
 from tests.conftest import REPO
 
 
@@ -107,3 +108,15 @@ def test_train_refuses_a_checkpoint_of_the_other_kind(checkpoints, tmp_path):
     assert done.returncode == 2
     assert "ckpt_path=" in done.stderr and "'soft'" in done.stderr and "'hard'" in done.stderr
     assert not any(tmp_path.iterdir()), "nothing was written"
+
+
+def test_gradient_noise_terms_per_kind(checkpoints, data):
+    from glimpse.gradnoise import measure
+
+    terms = {kind: [r["term"] for r in measure(str(path), 3, 32, data, 0)] for kind, path in checkpoints.items()}
+    assert terms == {"hard": ["reinforce, baseline", "reinforce, no baseline"], "soft": ["cross-entropy"],
+                     "choice": ["reinforce, baseline", "reinforce, no baseline"]}
+    rows = measure(str(checkpoints["soft"]), 3, 32, data, 0)
+    scorer = load_model(checkpoints["soft"])[0].net.scorer
+    assert rows[0]["parameters"] == sum(p.numel() for p in scorer.parameters())
+    assert rows[0]["total_variance"] > 0

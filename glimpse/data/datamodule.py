@@ -45,7 +45,7 @@ class EpochShuffle(Sampler[int]):
         return self.size
 
     def __iter__(self):
-        order = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) % 2**63)
         return iter(torch.randperm(self.size, generator=order).tolist())
 
 

@@ -1,0 +1,95 @@
+"""Gradient noise of the attention parameters: how noisy is the signal that teaches where to look?
+
+    python -m glimpse.gradnoise runs/mnist-hard/version_0/checkpoints/last.ckpt runs/mnist-soft/.../last.ckpt
+
+For each checkpoint, the gradient of the loss term that trains the attention — hard: REINFORCE
+on the location network, with the learned baseline and without it (advantage = R); choice with
+REINFORCE: the same on the scorer; soft and choice with Gumbel: cross-entropy on the scorer — is
+computed on ``--batches`` minibatches of training images, at fixed weights. Reported per
+checkpoint: the total variance (sum over parameters of the variance across minibatches), the
+squared norm of the mean gradient, and their ratio (noise-to-signal; scale-free, so comparable
+across kinds with different parameter counts).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from glimpse.checkpoints import CheckpointError, load_model, saved_arguments
+from glimpse.data import GlimpseData
+from glimpse.losses import reinforce
+
+
+def attention_terms(model, images, labels) -> dict[str, tuple[torch.Tensor, list[torch.nn.Parameter]]]:
+    """name -> (the loss term that trains the attention, the attention parameters)."""
+    net = model.net
+    out = net(images)
+    if net.kind == "hard" or getattr(net, "estimator", None) == "reinforce":
+        params = list((net.policy if net.kind == "hard" else net.scorer).parameters())
+        reward = (out.logits.detach().argmax(-1) == labels).float()
+        with_b = reinforce(out.log_probs, out.baselines, reward)["reinforce"]
+        without = reinforce(out.log_probs, torch.zeros_like(out.baselines), reward)["reinforce"]
+        return {"reinforce, baseline": (with_b, params), "reinforce, no baseline": (without, params)}
+    return {"cross-entropy": (F.cross_entropy(out.logits, labels), list(net.scorer.parameters()))}
+
+
+def measure(path: str, batches: int, batch_size: int, root: str, seed: int) -> list[dict]:
+    model, ckpt = load_model(path)
+    model.train()
+    data = GlimpseData(**{**saved_arguments(ckpt, "datamodule_hyper_parameters"), "root": root, "batch_size": batch_size})
+    data.prepare_data()
+    data.setup("fit")
+    torch.manual_seed(seed)
+    grads: dict[str, list[torch.Tensor]] = {}
+    loader = iter(data.train_dataloader())
+    for _ in range(batches):
+        images, labels = next(loader)
+        for name, (loss, params) in attention_terms(model, images, labels).items():
+            g = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
+            flat = torch.cat([(x if x is not None else torch.zeros_like(p)).flatten() for x, p in zip(g, params)])
+            grads.setdefault(name, []).append(flat)
+    rows = []
+    for name, gs in grads.items():
+        g = torch.stack(gs)  # (batches, P)
+        variance, signal = g.var(0).sum().item(), g.mean(0).square().sum().item()
+        rows.append({"checkpoint": path, "kind": model.hparams.attention, "term": name, "parameters": g.shape[1],
+                     "total_variance": variance, "mean_grad_sq_norm": signal,
+                     "noise_to_signal": variance / max(signal, 1e-30)})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m glimpse.gradnoise", description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoints", nargs="+")
+    parser.add_argument("--batches", type=int, default=50)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--root", default="data")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    if args.batches < 2:
+        parser.error(f"--batches={args.batches} is not allowed: expected an integer >= 2 (a variance needs two)")
+    rows = []
+    print(f"{'kind':<7} {'term':<24} {'params':>7} {'variance':>10} {'|mean|^2':>10} {'noise/signal':>12}")
+    try:
+        for path in args.checkpoints:
+            for row in measure(path, args.batches, args.batch_size, args.root, args.seed):
+                rows.append(row)
+                print(f"{row['kind']:<7} {row['term']:<24} {row['parameters']:>7,} {row['total_variance']:>10.3e} "
+                      f"{row['mean_grad_sq_norm']:>10.3e} {row['noise_to_signal']:>12.1f}", flush=True)
+    except CheckpointError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
