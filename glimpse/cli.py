@@ -104,3 +104,6 @@ def entry() -> None:
     except (ConfigError, CheckpointError, MnistUnavailableError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+    except FloatingPointError as exc:  # a diverged run: the message names the step
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)

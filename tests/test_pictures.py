@@ -10,7 +10,7 @@ from glimpse.draw import step_frames, table
 from glimpse.models import build
 
 
-@pytest.mark.parametrize("kind", ["hard", "soft"])
+@pytest.mark.parametrize("kind", ["hard", "soft", "choice"])
 def test_frames_mark_the_locations(kind):
     torch.manual_seed(0)
     net = build(kind, 28, glimpses=3)

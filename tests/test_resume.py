@@ -8,8 +8,12 @@ import subprocess
 import sys
 import time
 
+import lightning as L
 import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from glimpse.checkpoints import load_model
 from tests.conftest import REPO
 
 SHORT = ["--trainer.max_epochs=3", "--trainer.limit_train_batches=30", "--trainer.limit_val_batches=2",
@@ -48,3 +52,33 @@ def test_killed_run_resumes_to_the_same_result(cli, data, tmp_path):
     assert resumed.trainer.current_epoch == 3
     assert resumed.config.ckpt_path == str(last)
     assert final_metrics(resumed) == whole
+
+
+class PoisonAt(L.Callback):
+    """Makes the loss non-finite from global step 7 on (the second epoch of 5 steps)."""
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        if trainer.global_step == 7:
+            with torch.no_grad():
+                module.net.classifier.weight.fill_(float("nan"))
+
+
+def test_non_finite_loss_stops_naming_the_step_and_keeps_checkpoints(cli, tmp_path):
+    with pytest.raises(FloatingPointError, match="global step 7 .epoch 1, batch 2."):
+        cli("--attention", "soft", "--trainer.max_epochs=3", "--trainer.limit_train_batches=5",
+            "--trainer.limit_val_batches=2", "--data.eval_batch_size=250", "--trainer.callbacks+=tests.test_resume.PoisonAt")
+    saved = {p.name: p for p in (tmp_path / "runs").rglob("*.ckpt")}
+    assert {"last.ckpt", "best-epoch000.ckpt"} <= set(saved), saved
+    model, ckpt = load_model(saved["last.ckpt"])
+    assert ckpt["epoch"] == 0 and all(torch.isfinite(p).all() for p in model.parameters())
+
+
+@pytest.mark.slow
+def test_resumed_pictures_continue_the_same_timeline(cli, tmp_path):
+    cli("--attention", "hard", *SHORT[1:], "--trainer.max_epochs=1", "--trainer.logger.init_args.name=t")
+    cli("--attention", "hard", *SHORT[1:], "--trainer.max_epochs=2", "--trainer.logger.init_args.name=t",
+        "--ckpt_path", "last")
+    (run,) = (tmp_path / "runs" / "t").iterdir()
+    events = EventAccumulator(str(run), size_guidance={"images": 0})
+    events.Reload()
+    assert [e.step for e in events.Images("pictures/steps")] == [30, 60]

@@ -50,3 +50,24 @@ def test_short_run_learns_real_mnist(cli, tmp_path, kind, limit, epochs, ceiling
     best = GlimpseModel.load_from_checkpoint(run.trainer.checkpoint_callback.best_model_path)
     assert best.hparams.attention == kind and best.net.kind == kind
     assert list((tmp_path / "runs").rglob("config.yaml")), "the resolved config is saved beside the logs"
+
+
+@pytest.mark.slow
+def test_soft_attention_finds_the_digit_on_a_blank_canvas(cli):
+    """Translated MNIST: after a short run most attention weight lies on the 28x28 digit."""
+    run = cli("--attention", "soft", "--config", str(REPO / "configs/translated60.yaml"), "--model.patch=8",
+              "--model.scales=1", "--model.glimpses=3", "--model.grid_stride=4", "--trainer.max_epochs=1",
+              "--trainer.limit_train_batches=100", "--trainer.limit_val_batches=2", "--trainer.limit_test_batches=2",
+              "--data.eval_batch_size=250")
+    net, val = run.model.net.eval(), run.datamodule.val_set
+    images, _ = val.__getitems__(list(range(500)))
+    with torch.no_grad():
+        weights = net(images).weights.flatten(2)  # (B, T, L)
+    centres = (net.grid + 1) * 30  # (L, 2) pixel (x, y)
+    left_top = val.positions[:500, None].float()  # (B, 1, 2)
+    inside = ((centres >= left_top) & (centres < left_top + 28)).all(-1).float()  # (B, L)
+    on_digit = (weights * inside[:, None]).sum(-1).mean().item()
+    uniform = inside.mean().item()
+    print(f"attention on the digit: {on_digit:.3f} (uniform: {uniform:.3f})")
+    assert uniform < 0.3
+    assert on_digit > 0.75, (on_digit, uniform)
