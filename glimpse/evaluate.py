@@ -64,6 +64,43 @@ def evaluate(model: GlimpseModel, data: GlimpseData, samples: int) -> dict:
     }
 
 
+@torch.no_grad()
+def where_it_looks(model: GlimpseModel, images: torch.Tensor) -> list[dict]:
+    """Per step, on the greedy path: mean location (x, y), its spread over images, the share of
+    images looking at the border (|x| or |y| > 0.9), and the mean norm of the core state h_t.
+
+    The state norm is there because a growing state saturates the hard policy's tanh mean and
+    pushes late glimpses to the border (see docs/results.md).
+    """
+    norms = []
+    hook = model.net.core.register_forward_hook(lambda _m, _i, out: norms.append(out[0].norm(dim=-1).mean().item()))
+    try:
+        loc = model.net(images, greedy=True).locations  # (B, T, 2); soft: the expected location
+    finally:
+        hook.remove()
+    return [{"step": t + 1, "x": loc[:, t, 0].mean().item(), "y": loc[:, t, 1].mean().item(),
+             "spread": loc[:, t].std(0).mean().item(), "border": (loc[:, t].abs() > 0.9).any(-1).float().mean().item(),
+             "state_norm": norms[t]} for t in range(loc.shape[1])]
+
+
+def first_images(data: GlimpseData, count: int) -> torch.Tensor:
+    """The first ``count`` test images (or all of them, if fewer)."""
+    batches, have = [], 0
+    for images, _ in data.test_dataloader():
+        batches.append(images)
+        have += len(images)
+        if have >= count:
+            break
+    return torch.cat(batches)[:count]
+
+
+def steps_text(steps: list[dict]) -> str:
+    lines = ["  step      x      y  spread  border  |h|"]
+    lines += [f"  {s['step']:>4} {s['x']:>6.2f} {s['y']:>6.2f} {s['spread']:>7.2f} {s['border']:>7.2f} {s['state_norm']:>5.1f}"
+              for s in steps]
+    return "\n".join(lines)
+
+
 def row_text(path: str, row: dict) -> str:
     greedy = "" if row["test_error_greedy"] is None else f"{100 * row['test_error_greedy']:.2f}"
     return (f"{row['kind']:<5} {row['dataset']:<13} {row['glimpses']:>2} {row['samples']:>3} "
@@ -86,9 +123,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         help="draw the first --count test images: OUT.png (table) and OUT.gif (animation); "
                              "with several checkpoints, OUT-<n>.png")
     parser.add_argument("--count", type=int, default=8, help="test images to draw")
+    parser.add_argument("--locations", type=int, metavar="N",
+                        help="print where the model looks, per step, on the first N test images (greedy path)")
     parser.add_argument("--verbose", action="store_true", help="show tracebacks")
     args = parser.parse_args(argv)
-    for name in ("samples", "batch_size", "count"):
+    for name in ("samples", "batch_size", "count", "locations"):
         value = getattr(args, name)
         if value is not None and value < 1:
             parser.error(f"--{name.replace('_', '-')}={value} is not allowed: expected an integer >= 1")
@@ -106,6 +145,10 @@ def main(argv: list[str] | None = None) -> int:
             row = evaluate(model, data, args.samples or model.eval_samples)
             rows.append({"checkpoint": str(path), **row})
             print(row_text(path, row), flush=True)
+            if args.locations:
+                images = first_images(data, args.locations)
+                rows[-1]["steps"] = where_it_looks(model, images)
+                print(steps_text(rows[-1]["steps"]), flush=True)
             if args.trajectories:
                 out = args.trajectories if len(args.checkpoints) == 1 else \
                     args.trajectories.with_name(f"{args.trajectories.stem}-{n}{args.trajectories.suffix}")

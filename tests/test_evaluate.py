@@ -41,7 +41,7 @@ def evaluate(*args: str) -> subprocess.CompletedProcess:
 def test_evaluates_every_kind_side_by_side(checkpoints, data, tmp_path):
     out = tmp_path / "rows.json"
     done = evaluate(*map(str, checkpoints.values()), "--samples", "2", "--root", data, "--json", str(out),
-                    "--trajectories", str(tmp_path / "looks.png"), "--count", "4")
+                    "--trajectories", str(tmp_path / "looks.png"), "--count", "4", "--locations", "50")
     assert done.returncode == 0, done.stderr
     rows = json.loads(out.read_text())
     assert [r["kind"] for r in rows] == ["hard", "soft", "choice"]
@@ -51,12 +51,17 @@ def test_evaluates_every_kind_side_by_side(checkpoints, data, tmp_path):
         assert (row["test_error_greedy"] is None) == (row["kind"] == "soft")
         assert row["samples"] == (1 if row["kind"] == "soft" else 2)
     assert rows[0]["pixels_per_image"] == 3 * 64 and rows[1]["pixels_per_image"] == 36 * 64
+    for row in rows:  # --locations: where it looked, per step
+        assert [s["step"] for s in row["steps"]] == [1, 2, 3]
+        assert all(-1 <= s["x"] <= 1 and -1 <= s["y"] <= 1 and 0 <= s["border"] <= 1 and s["state_norm"] > 0
+                   for s in row["steps"])
+    assert rows[0]["steps"][0]["x"] == rows[0]["steps"][0]["spread"] == 0  # hard starts at the centre
     for n in range(3):
         still = Image.open(tmp_path / f"looks-{n}.png")
         assert still.size == (3 * 170 + 2, 4 * 170 + 2)
         movie = Image.open(tmp_path / f"looks-{n}.gif")
         assert movie.n_frames == 3, "one frame per step"
-    assert len(done.stdout.strip().splitlines()) == 1 + 3 + 3  # header, rows, "drawn:" lines
+    assert len(done.stdout.strip().splitlines()) == 1 + 3 * (1 + 4 + 1)  # header; row, steps table, "drawn:"
 
 
 def test_other_data_set_of_another_size_is_refused(checkpoints, data):
