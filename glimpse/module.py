@@ -34,6 +34,8 @@ class GlimpseModel(L.LightningModule):
         core: "rnn" (rectified, as in the paper) or "lstm".
         std: hard only: standard deviation of the Gaussian location policy (fixed).
         start: hard only: first location, "centre" or "random".
+        policy_norm: hard only: the location network reads the layer-normalised state (and starts
+            looking at the centre), so a rectified RNN's growing state cannot saturate it.
         train_samples: hard only: rollouts per image in training (the image repeated M times).
         eval_samples: hard only: rollouts whose class probabilities are averaged in evaluation.
         reinforce_weight: hard only: weight of the REINFORCE term in the hybrid loss.
@@ -67,6 +69,7 @@ class GlimpseModel(L.LightningModule):
         core: Literal["rnn", "lstm"] = "rnn",
         std: float = 0.1,
         start: Literal["centre", "random"] = "centre",
+        policy_norm: bool = False,
         train_samples: int = 1,
         eval_samples: int = 10,
         reinforce_weight: float = 1.0,
@@ -98,7 +101,7 @@ class GlimpseModel(L.LightningModule):
                 require(value == CHOICE_DEFAULTS[name], name, value,
                         f"its default {CHOICE_DEFAULTS[name]!r}: it is a setting of choice attention, not {attention!r}")
         soft = dict(grid_stride=grid_stride, score=score, attention_size=attention_size)
-        own = {"hard": dict(std=std, start=start), "soft": soft, "choice": {**soft, **choice}}
+        own = {"hard": dict(std=std, start=start, policy_norm=policy_norm), "soft": soft, "choice": {**soft, **choice}}
         self.net = build(attention, image_size, **common, **own.get(attention, {}))
         self.eval_samples = eval_samples
 

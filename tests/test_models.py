@@ -66,9 +66,9 @@ def grads_of(model, loss):
     return {name: p.grad is not None and p.grad.abs().sum().item() > 0 for name, p in model.named_parameters()}
 
 
-def hard_losses(seed=0):
+def hard_losses(seed=0, **kwargs):
     torch.manual_seed(seed)
-    model = build("hard", 28, glimpses=4, patch=8, std=0.2)
+    model = build("hard", 28, glimpses=4, patch=8, std=0.2, **kwargs)
     images, labels = torch.rand(16, 1, 28, 28), torch.randint(10, (16,))
     out = model(images)
     loss, parts = objective(out, labels)
@@ -123,6 +123,21 @@ def test_policy_samples_around_the_mean_with_its_std():
     torch.testing.assert_close(spread, torch.full((2,), 0.05), atol=0.003, rtol=0)
     greedy = model(torch.zeros(4, 1, 28, 28), greedy=True)
     torch.testing.assert_close(greedy.locations[:, 1], greedy.means[:, 0].clamp(-1, 1))
+
+
+def test_normalised_policy_ignores_the_scale_of_the_state():
+    """A growing rectified-RNN state must not move the normalised policy's mean; it moves the plain one."""
+    from glimpse.models.parts import GaussianPolicy
+    torch.manual_seed(0)
+    h = torch.rand(16, 32)
+    plain, normed = GaussianPolicy(32, 0.1), GaussianPolicy(32, 0.1, normalize=True)
+    start = normed(h, greedy=True)[2]  # at first the state is ignored: the same look for every image
+    torch.testing.assert_close(start, start[:1].expand(16, 2))
+    normed.load_state_dict(plain.state_dict())
+    torch.testing.assert_close(normed(h, greedy=True)[2], normed(10 * h, greedy=True)[2], atol=1e-3, rtol=0)
+    assert (plain(h, greedy=True)[2] - plain(10 * h, greedy=True)[2]).abs().max() > 0.1
+    model, _, policy, *_ = hard_losses(policy_norm=True)  # still the location network only
+    assert {k for k, v in grads_of(model, policy).items() if v} == {"policy.mean.weight", "policy.mean.bias"}
 
 
 def test_cost_counts_pixels_read():

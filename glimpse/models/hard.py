@@ -11,7 +11,8 @@ from glimpse.models.parts import Baseline, GaussianPolicy
 class RecurrentAttention(AttentionNet):
     """RAM: each step reads one multi-resolution glimpse at a location sampled from a Gaussian policy.
 
-    Extra args: ``std`` of the policy; ``start``, the first location: "centre" (default: the digit is
+    Extra args: ``std`` of the policy; ``policy_norm``, the policy reads the layer-normalised state
+    (see GaussianPolicy); ``start``, the first location: "centre" (default: the digit is
     most often there on 28x28, and on a 60x60 canvas the widest 48x48 scale of a centred glimpse sees
     most of it, so the first look is informative and costs no variance) or "random" (uniform).
     """
@@ -20,11 +21,12 @@ class RecurrentAttention(AttentionNet):
     stochastic = True
     starts = ("centre", "random")
 
-    def __init__(self, image_size: int, *, std: float = 0.1, start: str = "centre", **common):
+    def __init__(self, image_size: int, *, std: float = 0.1, start: str = "centre", policy_norm: bool = False,
+                 **common):
         super().__init__(image_size, **common)
         require_choice("start", start, self.starts)
         self.start = start
-        self.policy = GaussianPolicy(self.core.hidden, std)
+        self.policy = GaussianPolicy(self.core.hidden, std, normalize=policy_norm)
         self.baseline = Baseline(self.core.hidden)
 
     def first_location(self, images: Tensor) -> Tensor:

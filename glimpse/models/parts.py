@@ -1,6 +1,7 @@
 """The pieces both attention kinds share, and the two only the hard model has."""
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.distributions import Normal
 
@@ -56,20 +57,31 @@ class Core(nn.Module):
 class GaussianPolicy(nn.Module):
     """Where to look next: l ~ N(tanh(W h), std^2 I), std fixed.
 
+    With ``normalize``, W reads the layer-normalised state and starts at zero (every image gets
+    the same first looks, near the centre): a rectified RNN's state grows from step to step (its
+    norm rose 3.5 -> 29 over 6 steps in a trained model), which saturates tanh(W h) and drives late
+    glimpses to the image border whatever direction W has learned; normalised, only the direction
+    of h moves the glimpse.
     The state is detached so that only REINFORCE trains this network; the sample is detached
     because it is fed back into the glimpse sensor as an input, not as a differentiable path.
     The log-probability is of the sample before clamping to [-1, 1].
     """
 
-    def __init__(self, hidden: int, std: float):
+    def __init__(self, hidden: int, std: float, normalize: bool = False):
         super().__init__()
         require(std > 0, "std", std, "a number > 0")
         self.std = std
+        self.normalize = normalize
         self.mean = nn.Linear(hidden, 2)
+        if normalize:  # unit-variance inputs would otherwise scatter the first looks over the image
+            nn.init.zeros_(self.mean.weight)
 
     def forward(self, h: Tensor, greedy: bool = False) -> tuple[Tensor, Tensor, Tensor]:
         """h (B, hidden) -> location (B, 2) detached, log-probability (B,), mean (B, 2)."""
-        mean = torch.tanh(self.mean(h.detach()))
+        h = h.detach()
+        if self.normalize:
+            h = F.layer_norm(h, h.shape[-1:])
+        mean = torch.tanh(self.mean(h))
         sample = mean.detach() if greedy else torch.normal(mean.detach(), self.std)
         log_prob = Normal(mean, self.std).log_prob(sample).sum(-1)
         return sample.clamp(-1, 1), log_prob, mean
