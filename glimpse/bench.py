@@ -92,7 +92,7 @@ def measure(kind: str, name: str, canvas: int | None, steps: int, warmup: int, b
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--kinds", nargs="+", default=["hard", "soft"], choices=["hard", "soft"])
+    parser.add_argument("--kinds", nargs="+", default=["hard", "soft"], choices=["hard", "soft", "choice"])
     parser.add_argument("--settings", nargs="+", default=["mnist", "cluttered60", "cluttered100"], choices=SETTINGS)
     parser.add_argument("--canvas", nargs="+", type=int, default=None,
                         help="instead of --settings: cluttered60's model (T=8, 12x12, 3 scales) on these canvases")

@@ -1,11 +1,13 @@
-"""Validation curves from TensorBoard logs: error against epoch and against wall-clock time.
+"""Figures: validation curves from TensorBoard logs, and cost against canvas size from the benchmark.
 
     python -m glimpse.plots runs/mnist-hard/version_0 runs/mnist-soft/version_0 --out docs/figures/mnist.png
+    python -m glimpse.bench --canvas 60 100 200 --json cost.json && python -m glimpse.plots --cost cost.json --out cost.png
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import matplotlib
@@ -26,23 +28,48 @@ def curve(run: Path, tag: str) -> tuple[list[int], list[float], list[float]]:
     return list(range(1, len(points) + 1)), [p.value for p in points], [(p.wall_time - start) / 60 for p in points]
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("runs", nargs="+", type=Path, help="run folders (runs/<name>/version_N)")
-    parser.add_argument("--tag", default="val/error")
-    parser.add_argument("--out", type=Path, required=True, help="PNG file to write")
-    args = parser.parse_args(argv)
+def cost_figure(rows: list[dict]):
+    """Pixels read and training time per image against the canvas side, one line per kind."""
+    fig, (pixels, seconds) = plt.subplots(1, 2, figsize=(11, 4))
+    for kind in dict.fromkeys(r["kind"] for r in rows):
+        mine = sorted((r for r in rows if r["kind"] == kind), key=lambda r: r["canvas"])
+        canvas = [r["canvas"] for r in mine]
+        pixels.plot(canvas, [r["pixels"] for r in mine], "o-", label=kind)
+        seconds.plot(canvas, [1e3 / r["train_img_s"] for r in mine], "o-", label=kind)
+    pixels.set(xlabel="canvas side (pixels)", ylabel="pixels read per image", yscale="log")
+    seconds.set(xlabel="canvas side (pixels)", ylabel="training ms per image", yscale="log")
+    pixels.legend()
+    for ax in (pixels, seconds):
+        ax.grid(True, which="both", alpha=0.3)
+    return fig
+
+
+def curves_figure(runs: list[Path], tag: str):
+    """Validation error against epoch and against wall-clock minutes, one line per run."""
     fig, (by_epoch, by_time) = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
-    for run in args.runs:
-        epochs, values, minutes = curve(run, args.tag)
+    for run in runs:
+        epochs, values, minutes = curve(run, tag)
         label = f"{run.parent.name}/{run.name}"
         by_epoch.plot(epochs, [100 * v for v in values], label=label)
         by_time.plot(minutes, [100 * v for v in values], label=label)
-    by_epoch.set(xlabel="epoch", ylabel=f"{args.tag} (%)", yscale="log")
+    by_epoch.set(xlabel="epoch", ylabel=f"{tag} (%)", yscale="log")
     by_time.set(xlabel="wall-clock minutes (from the first validation)")
     by_epoch.legend()
     for ax in (by_epoch, by_time):
         ax.grid(True, which="both", alpha=0.3)
+    return fig
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="*", type=Path, help="run folders (runs/<name>/version_N)")
+    parser.add_argument("--tag", default="val/error")
+    parser.add_argument("--cost", type=Path, help="instead of runs: a `python -m glimpse.bench --canvas ... --json` file")
+    parser.add_argument("--out", type=Path, required=True, help="PNG file to write")
+    args = parser.parse_args(argv)
+    if bool(args.runs) == bool(args.cost):
+        parser.error("give either run folders or --cost FILE (one of the two)")
+    fig = cost_figure(json.loads(args.cost.read_text())) if args.cost else curves_figure(args.runs, args.tag)
     fig.tight_layout()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.out, dpi=110)

@@ -1,0 +1,45 @@
+"""Figures for the results: curves from real TensorBoard logs, cost from a real benchmark file."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from glimpse.plots import main as plots
+from tests.conftest import REPO
+
+
+@pytest.mark.slow
+def test_curves_from_a_run(cli, tmp_path):
+    cli("--attention", "hard", "--trainer.max_epochs=2", "--trainer.limit_train_batches=2",
+        "--trainer.limit_val_batches=2", "--trainer.limit_test_batches=2", "--model.glimpses=2",
+        "--data.eval_batch_size=100")
+    (run,) = (tmp_path / "runs" / "mnist-hard").glob("version_*")
+    plots([str(run), "--out", str(tmp_path / "curves.png")])
+    assert Image.open(tmp_path / "curves.png").size == (1210, 440)
+    with pytest.raises(SystemExit, match="no scalar 'val/nothing'"):
+        plots([str(run), "--tag", "val/nothing", "--out", str(tmp_path / "x.png")])
+
+
+@pytest.mark.slow
+def test_cost_figure_from_the_benchmark(data, tmp_path):
+    rows = tmp_path / "cost.json"
+    done = subprocess.run([sys.executable, "-m", "glimpse.bench", "--kinds", "hard", "choice", "--canvas", "60", "80",
+                           "--steps", "2", "--warmup", "1", "--batch-size", "16", "--root", data, "--json", str(rows)],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    got = json.loads(rows.read_text())
+    assert [(r["kind"], r["canvas"]) for r in got] == [("hard", 60), ("choice", 60), ("hard", 80), ("choice", 80)]
+    assert got[0]["pixels"] == got[2]["pixels"] < got[1]["pixels"] < got[3]["pixels"]  # hard reads the same
+    assert all(r["train_img_s"] > 0 for r in got)
+    plots(["--cost", str(rows), "--out", str(tmp_path / "cost.png")])
+    assert Image.open(tmp_path / "cost.png").size == (1210, 440)
+
+
+def test_needs_runs_or_cost(tmp_path):
+    with pytest.raises(SystemExit):
+        plots(["--out", str(tmp_path / "x.png")])
