@@ -6,9 +6,12 @@ For each checkpoint, the gradient of the loss term that trains the attention —
 on the location network, with the learned baseline and without it (advantage = R); choice with
 REINFORCE: the same on the scorer; soft and choice with Gumbel: cross-entropy on the scorer — is
 computed on ``--batches`` minibatches of training images, at fixed weights. Reported per
-checkpoint: the total variance (sum over parameters of the variance across minibatches), the
-squared norm of the mean gradient, and their ratio (noise-to-signal; scale-free, so comparable
-across kinds with different parameter counts).
+checkpoint: the total variance of one minibatch's estimate (sum over parameters of the variance
+across minibatches), the squared norm of the true gradient (estimated without bias: the squared
+norm of the mean minus variance / batches, since the mean of n estimates carries variance / n of
+noise itself), and their ratio: the number of minibatches one must average for the signal to
+match the noise. The ratio is scale-free, so it compares kinds and terms of different sizes;
+where the signal estimate is not positive, the noise hides it at this number of batches.
 """
 
 from __future__ import annotations
@@ -54,14 +57,17 @@ def measure(path: str, batches: int, batch_size: int, root: str, seed: int) -> l
             g = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
             flat = torch.cat([(x if x is not None else torch.zeros_like(p)).flatten() for x, p in zip(g, params)])
             grads.setdefault(name, []).append(flat)
-    rows = []
-    for name, gs in grads.items():
-        g = torch.stack(gs)  # (batches, P)
-        variance, signal = g.var(0).sum().item(), g.mean(0).square().sum().item()
-        rows.append({"checkpoint": path, "kind": model.hparams.attention, "term": name, "parameters": g.shape[1],
-                     "total_variance": variance, "mean_grad_sq_norm": signal,
-                     "noise_to_signal": variance / max(signal, 1e-30)})
-    return rows
+    return [{"checkpoint": path, "kind": model.hparams.attention, "term": name, "parameters": gs[0].numel(),
+             **noise_stats(torch.stack(gs))} for name, gs in grads.items()]
+
+
+def noise_stats(g: torch.Tensor) -> dict:
+    """g (n, P): n independent estimates of one gradient -> variance, signal, their ratio."""
+    n = g.shape[0]
+    variance = g.var(0).sum().item()
+    signal = g.mean(0).square().sum().item() - variance / n  # E|mean|^2 = |true|^2 + variance / n
+    return {"total_variance": variance, "signal_sq_norm": signal,
+            "batches_for_snr1": variance / signal if signal > 0 else None}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,13 +82,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.batches < 2:
         parser.error(f"--batches={args.batches} is not allowed: expected an integer >= 2 (a variance needs two)")
     rows = []
-    print(f"{'kind':<7} {'term':<24} {'params':>7} {'variance':>10} {'|mean|^2':>10} {'noise/signal':>12}")
+    print(f"{'kind':<7} {'term':<24} {'params':>7} {'variance':>10} {'|E g|^2':>10} {'batches/SNR1':>12}")
     try:
         for path in args.checkpoints:
             for row in measure(path, args.batches, args.batch_size, args.root, args.seed):
                 rows.append(row)
+                ratio = row["batches_for_snr1"]
                 print(f"{row['kind']:<7} {row['term']:<24} {row['parameters']:>7,} {row['total_variance']:>10.3e} "
-                      f"{row['mean_grad_sq_norm']:>10.3e} {row['noise_to_signal']:>12.1f}", flush=True)
+                      f"{row['signal_sq_norm']:>10.3e} {'hidden' if ratio is None else f'{ratio:.1f}':>12}", flush=True)
     except CheckpointError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -125,3 +125,13 @@ def test_gradient_noise_terms_per_kind(checkpoints, data):
     scorer = load_model(checkpoints["soft"])[0].net.scorer
     assert rows[0]["parameters"] == sum(p.numel() for p in scorer.parameters())
     assert rows[0]["total_variance"] > 0
+
+
+def test_noise_stats_recover_signal_and_variance():
+    from glimpse.gradnoise import noise_stats
+
+    g = torch.tensor([3.0, 4.0]) + 2 * torch.randn(4000, 2, generator=torch.Generator().manual_seed(0))
+    got = noise_stats(g)  # per-coordinate variance 4, so 8 in total; |true|^2 = 25
+    assert abs(got["total_variance"] - 8) < 0.5 and abs(got["signal_sq_norm"] - 25) < 0.5
+    assert abs(got["batches_for_snr1"] - 8 / 25) < 0.03
+    assert noise_stats(torch.randn(50, 3, generator=torch.Generator().manual_seed(1)) * 5)["signal_sq_norm"] < 5
