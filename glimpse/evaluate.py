@@ -103,7 +103,7 @@ def steps_text(steps: list[dict]) -> str:
 
 def row_text(path: str, row: dict) -> str:
     greedy = "" if row["test_error_greedy"] is None else f"{100 * row['test_error_greedy']:.2f}"
-    return (f"{row['kind']:<5} {row['dataset']:<13} {row['glimpses']:>2} {row['samples']:>3} "
+    return (f"{row['kind']:<6} {row['dataset']:<13} {row['glimpses']:>2} {row['samples']:>3} "
             f"{100 * row['test_error']:>7.2f} {greedy:>7} {row['images_per_s']:>8,.0f} {row['pixels_per_image']:>9,}  {path}")
 
 
@@ -137,7 +137,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     rows = []
-    print(f"{'kind':<5} {'dataset':<13} {'T':>2} {'M':>3} {'error%':>7} {'greedy%':>7} {'img/s':>8} {'pixels':>9}  checkpoint")
+    print(f"{'kind':<6} {'dataset':<13} {'T':>2} {'M':>3} {'error%':>7} {'greedy%':>7} {'img/s':>8} {'pixels':>9}  checkpoint")
     try:
         for n, path in enumerate(args.checkpoints):
             model, ckpt = load_model(path, args.attention)
