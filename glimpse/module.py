@@ -34,8 +34,8 @@ class GlimpseModel(L.LightningModule):
         core: "rnn" (rectified, as in the paper) or "lstm".
         std: hard only: standard deviation of the Gaussian location policy (fixed).
         start: hard only: first location, "centre" or "random".
-        policy_norm: hard only: the location network reads the layer-normalised state (and starts
-            looking at the centre), so a rectified RNN's growing state cannot saturate it.
+        policy_norm: hard only: the location network reads the layer-normalised state (its weight
+            starting at zero), so a rectified RNN's growing state cannot saturate it.
         train_samples: hard only: rollouts per image in training (the image repeated M times).
         eval_samples: hard only: rollouts whose class probabilities are averaged in evaluation.
         reinforce_weight: hard only: weight of the REINFORCE term in the hybrid loss.
