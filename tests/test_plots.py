@@ -28,13 +28,13 @@ def test_curves_from_a_run(cli, tmp_path):
 @pytest.mark.slow
 def test_cost_figure_from_the_benchmark(data, tmp_path):
     rows = tmp_path / "cost.json"
-    done = subprocess.run([sys.executable, "-m", "glimpse.bench", "--kinds", "hard", "choice", "--canvas", "60", "80",
+    done = subprocess.run([sys.executable, "-m", "glimpse.bench", "--kinds", "hard", "choice", "--canvas", "60",
                            "--steps", "2", "--warmup", "1", "--batch-size", "16", "--root", data, "--json", str(rows)],
                           cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     got = json.loads(rows.read_text())
-    assert [(r["kind"], r["canvas"]) for r in got] == [("hard", 60), ("choice", 60), ("hard", 80), ("choice", 80)]
-    assert got[0]["pixels"] == got[2]["pixels"] < got[1]["pixels"] < got[3]["pixels"]  # hard reads the same
+    assert [(r["kind"], r["canvas"]) for r in got] == [("hard", 60), ("choice", 60)]
+    assert got[0]["pixels"] == 8 * 3 * 12 * 12 < got[1]["pixels"]  # cluttered60's model; choice reads the grid
     assert all(r["train_img_s"] > 0 for r in got)
     plots(["--cost", str(rows), "--out", str(tmp_path / "cost.png")])
     assert Image.open(tmp_path / "cost.png").size == (1210, 440)
