@@ -83,15 +83,16 @@ def where_it_looks(model: GlimpseModel, images: torch.Tensor) -> list[dict]:
              "state_norm": norms[t]} for t in range(loc.shape[1])]
 
 
-def first_images(data: GlimpseData, count: int) -> torch.Tensor:
-    """The first ``count`` test images (or all of them, if fewer)."""
-    batches, have = [], 0
-    for images, _ in data.test_dataloader():
-        batches.append(images)
-        have += len(images)
+def first_images(data: GlimpseData, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``count`` test images and their labels (or all of them, if fewer)."""
+    images, labels, have = [], [], 0
+    for x, y in data.test_dataloader():
+        images.append(x)
+        labels.append(y)
+        have += len(y)
         if have >= count:
             break
-    return torch.cat(batches)[:count]
+    return torch.cat(images)[:count], torch.cat(labels)[:count]
 
 
 def steps_text(steps: list[dict]) -> str:
@@ -146,14 +147,12 @@ def main(argv: list[str] | None = None) -> int:
             rows.append({"checkpoint": str(path), **row})
             print(row_text(path, row), flush=True)
             if args.locations:
-                images = first_images(data, args.locations)
-                rows[-1]["steps"] = where_it_looks(model, images)
+                rows[-1]["steps"] = where_it_looks(model, first_images(data, args.locations)[0])
                 print(steps_text(rows[-1]["steps"]), flush=True)
             if args.trajectories:
                 out = args.trajectories if len(args.checkpoints) == 1 else \
                     args.trajectories.with_name(f"{args.trajectories.stem}-{n}{args.trajectories.suffix}")
-                images, labels = next(iter(data.test_dataloader()))
-                files = save_pictures(model.net, images[: args.count], labels[: args.count], out)
+                files = save_pictures(model.net, *first_images(data, args.count), out)
                 print("  drawn:", ", ".join(map(str, files)))
     except (CheckpointError, ConfigError, OSError) as exc:
         if args.verbose:
