@@ -5,7 +5,7 @@
 
 Each checkpoint is rebuilt from the hyperparameters saved in it (no config to repeat) and tested on
 the data set it was trained on, or on ``--dataset`` (with ``--canvas``/``--fragments``) where the
-image size matches. Hard (stochastic) models report the error of M-sample averaged probabilities
+image size matches. Stochastic models (hard, choice) report the error of M-sample averaged probabilities
 and of the greedy (policy-mean) path. Exit status 2 and one line for a bad file or argument.
 """
 
@@ -112,7 +112,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m glimpse.evaluate", description=__doc__.splitlines()[0])
     parser.add_argument("checkpoints", nargs="+", help="checkpoint files (.ckpt) of any attention kind")
     parser.add_argument("--samples", type=int, default=None,
-                        help="Monte-Carlo rollouts averaged per image (hard); default: the model's eval_samples")
+                        help="Monte-Carlo rollouts averaged per image (hard, choice); default: the model's eval_samples")
     parser.add_argument("--dataset", choices=["mnist", "translated", "cluttered"], help="test on this data set instead")
     parser.add_argument("--canvas", type=int, help="canvas side for --dataset translated/cluttered")
     parser.add_argument("--fragments", type=int, help="clutter fragments for --dataset cluttered")

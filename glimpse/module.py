@@ -36,8 +36,8 @@ class GlimpseModel(L.LightningModule):
         start: hard only: first location, "centre" or "random".
         policy_norm: hard only: the location network reads the layer-normalised state (its weight
             starting at zero), so a rectified RNN's growing state cannot saturate it.
-        train_samples: hard only: rollouts per image in training (the image repeated M times).
-        eval_samples: hard only: rollouts whose class probabilities are averaged in evaluation.
+        train_samples: hard and choice: rollouts per image in training (M paths per image).
+        eval_samples: hard and choice: rollouts whose class probabilities are averaged in evaluation.
         reinforce_weight: hard only: weight of the REINFORCE term in the hybrid loss.
         grid_stride: soft and choice: pixels between neighbouring candidate locations.
         score: soft and choice: "additive" or "dot" attention scores.
@@ -111,7 +111,7 @@ class GlimpseModel(L.LightningModule):
     def predict_proba(self, images: Tensor, samples: int = 1, greedy: bool = False) -> Tensor:
         """Class probabilities averaged over ``samples`` rollouts: (B, classes)."""
         b = images.shape[0]
-        out = self.net(images.repeat(samples, 1, 1, 1), greedy=greedy)
+        out = self.net(images, greedy=greedy, samples=samples)
         return out.logits.softmax(-1).view(samples, b, -1).mean(0)
 
     def shared_step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
@@ -119,7 +119,7 @@ class GlimpseModel(L.LightningModule):
         images, labels = batch
         b = images.shape[0]
         m = 1 if not self.net.stochastic else self.hparams.train_samples if stage == "train" else self.eval_samples
-        out = self.net(images.repeat(m, 1, 1, 1))
+        out = self.net(images, samples=m)
         loss, metrics = objective(out, labels.repeat(m), self.hparams.reinforce_weight)
         probs = out.logits.detach().softmax(-1).view(m, b, -1).mean(0)  # (B, classes)
         metrics["error"] = (probs.argmax(-1) != labels).float().mean()

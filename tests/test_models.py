@@ -60,6 +60,29 @@ def test_rollout_shapes(kind):
         torch.testing.assert_close(out.weights.sum((2, 3)), torch.ones(3, 5))
 
 
+@pytest.mark.parametrize("kind, extra", [("hard", {}), ("soft", {}), ("choice", {}), ("choice", {"estimator": "gumbel"})])
+def test_samples_equal_repeated_images_and_share_the_grid_features(kind, extra):
+    """``samples=M`` is the image repeated M times, draw for draw; the grid kinds read each image's
+    grid once instead of M times (what makes M-sample evaluation of choice cheap)."""
+    net = build(kind, 28, glimpses=3, **extra)
+    images = torch.rand(4, 1, 28, 28)
+    rows = []
+    net.glimpse.register_forward_hook(lambda module, args, out: rows.append(out.shape[:-1].numel()))
+    torch.manual_seed(1)
+    shared = net(images, samples=3)
+    read_shared, rows[:] = sum(rows), []
+    torch.manual_seed(1)
+    repeated = net(images.repeat(3, 1, 1, 1))
+    torch.testing.assert_close(shared.logits, repeated.logits)
+    torch.testing.assert_close(shared.locations, repeated.locations)
+    assert shared.logits.shape == (12, 10)
+    if kind == "hard":  # one glimpse per rollout and step: nothing can be shared
+        assert read_shared == sum(rows) == 12 * 3
+    else:
+        locations = net.grid.shape[0]
+        assert (read_shared, sum(rows)) == (4 * locations, 12 * locations)
+
+
 def grads_of(model, loss):
     model.zero_grad(set_to_none=True)
     loss.backward(retain_graph=True)

@@ -33,8 +33,10 @@ class RecurrentAttention(AttentionNet):
         loc = images.new_zeros(images.shape[0], 2)
         return loc if self.start == "centre" else loc.uniform_(-1, 1)
 
-    def forward(self, images: Tensor, greedy: bool = False, keep_patches: bool = False) -> Rollout:
-        """images (B, C, H, W) -> Rollout; ``greedy`` looks at the policy mean instead of sampling."""
+    def forward(self, images: Tensor, greedy: bool = False, keep_patches: bool = False, samples: int = 1) -> Rollout:
+        """images (B, C, H, W) -> Rollout of ``samples`` * B rollouts, sample-major (as
+        ``images.repeat(samples, 1, 1, 1)``); ``greedy`` looks at the policy mean instead of sampling."""
+        images = images.repeat(samples, 1, 1, 1)  # every look depends on the path: nothing to share
         levels = self.retina.pyramid(images)
         loc = self.first_location(images)
         state = self.core.init_state(images.shape[0], images)

@@ -83,11 +83,17 @@ class SoftAttention(AttentionNet):
         """
         return weights, None
 
-    def forward(self, images: Tensor, greedy: bool = False, keep_patches: bool = False) -> Rollout:
-        """images (B, C, H, W) -> Rollout with weights (B, T, n, n); ``keep_patches`` is ignored."""
-        b = images.shape[0]
+    def forward(self, images: Tensor, greedy: bool = False, keep_patches: bool = False, samples: int = 1) -> Rollout:
+        """images (B, C, H, W) -> Rollout with weights (samples * B, T, n, n), sample-major (as
+        ``images.repeat(samples, 1, 1, 1)``); ``keep_patches`` is ignored.
+
+        The grid's features and keys do not depend on the path, so ``samples`` rollouts (choice's
+        M-sample averaging) share one computation of them instead of one per repeat.
+        """
         f = self.features(images)  # (B, L, D)
         keys = self.scorer.key(f.detach() if self.detach_scores else f)  # (B, L, A), once per image
+        f, keys, images = f.repeat(samples, 1, 1), keys.repeat(samples, 1, 1), images.repeat(samples, 1, 1, 1)
+        b = images.shape[0]
         state = self.core.init_state(b, images)
         h = images.new_zeros(b, self.core.hidden)
         weights, mixes, log_probs, baselines = [], [], [], []
