@@ -92,8 +92,8 @@ class SoftAttention(AttentionNet):
         """
         f = self.features(images)  # (B, L, D)
         keys = self.scorer.key(f.detach() if self.detach_scores else f)  # (B, L, A), once per image
-        f, keys, images = f.repeat(samples, 1, 1), keys.repeat(samples, 1, 1), images.repeat(samples, 1, 1, 1)
-        b = images.shape[0]
+        f, keys = f.repeat(samples, 1, 1), keys.repeat(samples, 1, 1)  # (M*B, ...); images give only dtype/device below
+        b = f.shape[0]
         state = self.core.init_state(b, images)
         h = images.new_zeros(b, self.core.hidden)
         weights, mixes, log_probs, baselines = [], [], [], []
