@@ -170,6 +170,9 @@ def test_cost_counts_pixels_read():
     n = (100 - 12) // 8 + 1
     assert soft.cost()["pixels"] == n * n * 4 * 12 * 12
     assert soft.cost()["macs"] > hard.cost()["macs"]
+    # As the canvas grows, hard reads the same pixels and soft reads more (the cost figure's claim).
+    wider = {k: build(k, 200, glimpses=8, patch=12, scales=4, grid_stride=8).cost()["pixels"] for k in ("hard", "soft")}
+    assert wider["hard"] == hard.cost()["pixels"] and wider["soft"] > soft.cost()["pixels"]
 
 
 @pytest.mark.parametrize(
