@@ -53,6 +53,7 @@ def load_model(path: str | Path, attention: str | None = None) -> tuple[GlimpseM
     try:
         model = GlimpseModel(**hparams)
         model.load_state_dict(ckpt["state_dict"])
+        model.on_load_checkpoint(ckpt)  # state kept beside the weights (an annealed policy std)
     except (TypeError, ValueError, RuntimeError) as exc:
         first = str(exc).strip().splitlines()[0]
         raise CheckpointError(f"{path}: incompatible with this version of the model: {first}") from exc

@@ -23,17 +23,34 @@ def reinforce(log_probs: Tensor, baselines: Tensor, reward: Tensor) -> dict[str,
     }
 
 
-def objective(out: Rollout, labels: Tensor, reinforce_weight: float = 1.0) -> tuple[Tensor, dict[str, Tensor]]:
+REWARDS = ("correct", "probability", "log_probability")
+
+
+def final_reward(logits: Tensor, labels: Tensor, kind: str = "correct") -> Tensor:
+    """The reward of each rollout (B,) from its final logits, detached.
+
+    "correct": 1 for a correct class, else 0 (the paper). "probability": the probability given to
+    the true class, so a look that makes a right answer surer still earns more. "log_probability":
+    its logarithm (Ba et al. 2015: REINFORCE on a lower bound of log p(y | x)); unbounded below.
+    """
+    logits = logits.detach()
+    if kind == "correct":
+        return (logits.argmax(-1) == labels).float()
+    log_p = logits.log_softmax(-1).gather(-1, labels[:, None]).squeeze(-1)
+    return log_p.exp() if kind == "probability" else log_p
+
+
+def objective(out: Rollout, labels: Tensor, reinforce_weight: float = 1.0,
+              reward: str = "correct") -> tuple[Tensor, dict[str, Tensor]]:
     """The hybrid loss of Mnih et al.: CE + weight * REINFORCE + baseline MSE; CE alone for soft.
 
-    Returns the loss and its parts (detached) for logging. Reward is 1 for a correct final class.
+    Returns the loss and its parts (detached) for logging. ``reward``: one of REWARDS.
     """
     ce = F.cross_entropy(out.logits, labels)
     parts = {"ce": ce}
     loss = ce
     if out.log_probs is not None and out.log_probs.shape[1] > 0:  # one glimpse samples nothing
-        reward = (out.logits.detach().argmax(-1) == labels).float()
-        parts |= reinforce(out.log_probs, out.baselines, reward)
+        parts |= reinforce(out.log_probs, out.baselines, final_reward(out.logits, labels, reward))
         loss = ce + reinforce_weight * parts["reinforce"] + parts["baseline_mse"]
     if out.weights is not None:
         a = out.weights.flatten(2)  # (B, T, L)

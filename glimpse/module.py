@@ -6,8 +6,8 @@ import lightning as L
 import torch
 from torch import Tensor
 
-from glimpse.checks import require
-from glimpse.losses import objective
+from glimpse.checks import require, require_choice
+from glimpse.losses import REWARDS, objective
 from glimpse.models import build
 
 Attention = Literal["hard", "soft", "choice"]
@@ -32,13 +32,19 @@ class GlimpseModel(L.LightningModule):
         glimpse_features: units of the combined glimpse vector g_t (paper: 256).
         hidden: units of the core state h_t (paper: 256).
         core: "rnn" (rectified, as in the paper) or "lstm".
-        std: hard only: standard deviation of the Gaussian location policy (fixed).
+        std: hard only: standard deviation of the Gaussian location policy (at the start of training).
+        std_final: hard only: if set, the std falls linearly from ``std`` to this value over the
+            training steps (wide exploration early, precise looks late); None keeps it fixed.
         start: hard only: first location, "centre" or "random".
         policy_norm: hard only: the location network reads the layer-normalised state (its weight
             starting at zero), so a rectified RNN's growing state cannot saturate it.
         train_samples: hard and choice: rollouts per image in training (M paths per image).
         eval_samples: hard and choice: rollouts whose class probabilities are averaged in evaluation.
-        reinforce_weight: hard only: weight of the REINFORCE term in the hybrid loss.
+        reinforce_weight: hard and choice: weight of the REINFORCE term in the hybrid loss. Under
+            Adam it barely matters: only this term reaches the location network, and Adam's steps
+            do not depend on a gradient's scale (0 does switch the policy's learning off).
+        reward: hard and choice: "correct" (1 for the right final class, as in the paper),
+            "probability" (of the true class) or "log_probability" (Ba et al. 2015).
         grid_stride: soft and choice: pixels between neighbouring candidate locations.
         score: soft and choice: "additive" or "dot" attention scores.
         attention_size: soft and choice: width of the score's keys and queries.
@@ -47,8 +53,10 @@ class GlimpseModel(L.LightningModule):
         temperature: choice with gumbel: the softmax temperature at the start of training.
         temperature_min: choice with gumbel: the floor the temperature anneals to.
         anneal: choice with gumbel: decay rate per 1000 steps (0: constant temperature).
-        lr: Adam learning rate.
-        weight_decay: Adam weight decay.
+        lr: learning rate at the start of training.
+        weight_decay: the optimiser's weight decay.
+        optimizer: "adam", or "sgd" with momentum (the paper's choice).
+        momentum: sgd only: its momentum (paper: 0.9).
         schedule: learning rate over training: "cosine" to zero, "linear" to zero, or "constant".
     """
 
@@ -68,11 +76,13 @@ class GlimpseModel(L.LightningModule):
         hidden: int = 256,
         core: Literal["rnn", "lstm"] = "rnn",
         std: float = 0.1,
+        std_final: float | None = None,
         start: Literal["centre", "random"] = "centre",
         policy_norm: bool = False,
         train_samples: int = 1,
         eval_samples: int = 10,
         reinforce_weight: float = 1.0,
+        reward: Literal["correct", "probability", "log_probability"] = "correct",
         grid_stride: int = 4,
         score: Literal["additive", "dot"] = "additive",
         attention_size: int = 128,
@@ -83,6 +93,8 @@ class GlimpseModel(L.LightningModule):
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         schedule: Literal["cosine", "linear", "constant"] = "cosine",
+        optimizer: Literal["adam", "sgd"] = "adam",
+        momentum: float = 0.9,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -92,6 +104,14 @@ class GlimpseModel(L.LightningModule):
         require(lr > 0, "lr", lr, "a number > 0")
         require(weight_decay >= 0, "weight_decay", weight_decay, "a number >= 0")
         require(schedule in ("cosine", "linear", "constant"), "schedule", schedule, "'cosine', 'linear' or 'constant'")
+        require_choice("optimizer", optimizer, ("adam", "sgd"))
+        require(0 <= momentum < 1, "momentum", momentum, "a number in [0, 1)")
+        require_choice("reward", reward, REWARDS)
+        require(std_final is None or std_final > 0, "std_final", std_final, "a number > 0, or null (a fixed std)")
+        require(attention == "hard" or std_final is None, "std_final", std_final,
+                f"null: it anneals the hard model's policy, and attention is {attention!r}")
+        require(attention != "soft" or reward == "correct", "reward", reward,
+                "'correct' (its default): soft attention samples nothing to reward")
         common = dict(channels=channels, classes=classes, glimpses=glimpses, patch=patch, scales=scales,
                       scale_factor=scale_factor, what=what, where=where, glimpse_features=glimpse_features,
                       hidden=hidden, core=core)
@@ -120,7 +140,7 @@ class GlimpseModel(L.LightningModule):
         b = images.shape[0]
         m = 1 if not self.net.stochastic else self.hparams.train_samples if stage == "train" else self.eval_samples
         out = self.net(images, samples=m)
-        loss, metrics = objective(out, labels.repeat(m), self.hparams.reinforce_weight)
+        loss, metrics = objective(out, labels.repeat(m), self.hparams.reinforce_weight, self.hparams.reward)
         probs = out.logits.detach().softmax(-1).view(m, b, -1).mean(0)  # (B, classes)
         metrics["error"] = (probs.argmax(-1) != labels).float().mean()
         if self.net.kind == "hard":
@@ -144,6 +164,17 @@ class GlimpseModel(L.LightningModule):
     def on_train_batch_start(self, batch, batch_idx):
         if hasattr(self.net, "set_step"):  # choice with gumbel: anneal the temperature
             self.net.set_step(self.global_step)
+        if self.hparams.std_final is not None:
+            done = min(1.0, self.global_step / max(1, int(self.trainer.estimated_stepping_batches)))
+            self.net.policy.std = self.hparams.std + done * (self.hparams.std_final - self.hparams.std)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self.net.kind == "hard":  # an annealed std is state, not a hyperparameter: evaluation samples with it
+            checkpoint["policy_std"] = self.net.policy.std
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if "policy_std" in checkpoint:
+            self.net.policy.std = float(checkpoint["policy_std"])
 
     def training_step(self, batch, batch_idx):
         return self.shared_step(batch, "train")
@@ -155,7 +186,11 @@ class GlimpseModel(L.LightningModule):
         self.shared_step(batch, "test")
 
     def configure_optimizers(self):
-        opt = torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        hp = self.hparams
+        if hp.optimizer == "sgd":
+            opt = torch.optim.SGD(self.parameters(), lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
+        else:
+            opt = torch.optim.Adam(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
         if self.hparams.schedule == "constant":
             return opt
         total = max(1, int(self.trainer.estimated_stepping_batches))

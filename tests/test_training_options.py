@@ -1,0 +1,63 @@
+"""Training options beyond the paper's defaults: the reward, an annealed policy std, SGD."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from glimpse.checkpoints import load_model
+from glimpse.losses import final_reward, objective
+from glimpse.models import build
+
+
+def test_rewards_from_the_final_logits():
+    logits = torch.log(torch.tensor([[0.7, 0.2, 0.1], [0.2, 0.5, 0.3]]))
+    labels = torch.tensor([0, 2])
+    torch.testing.assert_close(final_reward(logits, labels, "correct"), torch.tensor([1.0, 0.0]))
+    torch.testing.assert_close(final_reward(logits, labels, "probability"), torch.tensor([0.7, 0.3]))
+    torch.testing.assert_close(final_reward(logits, labels, "log_probability"), torch.tensor([math.log(0.7), math.log(0.3)]))
+    assert not final_reward(logits.requires_grad_(), labels, "log_probability").requires_grad
+
+
+@pytest.mark.parametrize("reward", ["correct", "probability", "log_probability"])
+def test_the_reward_is_what_the_baseline_fits_and_reaches_only_the_policy(reward):
+    torch.manual_seed(0)
+    model = build("hard", 28, glimpses=3)
+    images, labels = torch.rand(16, 1, 28, 28), torch.randint(10, (16,))
+    out = model(images)
+    loss, parts = objective(out, labels, reward=reward)
+    expected = final_reward(out.logits, labels, reward)
+    torch.testing.assert_close(parts["reward"], expected.mean())
+    torch.testing.assert_close(parts["baseline_mse"], ((out.baselines - expected[:, None]) ** 2).mean().detach())
+    parts_policy = -(out.log_probs * (expected[:, None] - out.baselines.detach())).sum(1).mean()
+    torch.testing.assert_close(parts["reinforce"], parts_policy.detach())
+    model.zero_grad()
+    parts_policy.backward()
+    assert model.policy.mean.weight.grad.abs().sum() > 0 and model.classifier.weight.grad is None
+
+
+SHORT = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=4", "--trainer.limit_val_batches=1",
+         "--trainer.limit_test_batches=1", "--data.eval_batch_size=250", "--model.eval_samples=2"]
+
+
+def test_std_anneals_linearly_and_the_checkpoint_keeps_it(cli, tmp_path):
+    run = cli("--attention", "hard", *SHORT, "--model.std=0.2", "--model.std_final=0.05")
+    # 4 steps: the std is set before each, at step 3 of 4 it is 0.2 + 3/4 * (0.05 - 0.2)
+    assert run.model.net.policy.std == pytest.approx(0.0875)
+    model, _ = load_model(tmp_path / "runs" / "mnist-hard" / "version_0" / "checkpoints" / "last.ckpt")
+    assert model.net.policy.std == pytest.approx(0.0875)
+    assert model.hparams.std == 0.2  # the starting value stays the hyperparameter
+
+
+def test_fixed_std_stays_fixed(cli):
+    run = cli("--attention", "hard", *SHORT, "--model.std=0.2")
+    assert run.model.net.policy.std == 0.2
+
+
+def test_sgd_with_momentum(cli):
+    run = cli("--attention", "hard", *SHORT, "--model.optimizer=sgd", "--model.lr=0.05", "--model.momentum=0.8")
+    opt = run.trainer.optimizers[0]
+    assert isinstance(opt, torch.optim.SGD) and opt.defaults["momentum"] == 0.8
+    assert opt.state, "SGD took steps (its momentum buffers exist)"
