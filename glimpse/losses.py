@@ -24,6 +24,7 @@ def reinforce(log_probs: Tensor, baselines: Tensor, reward: Tensor) -> dict[str,
 
 
 REWARDS = ("correct", "probability", "log_probability")
+BASELINES = ("learned", "batch_mean")
 
 
 def final_reward(logits: Tensor, labels: Tensor, kind: str = "correct") -> Tensor:
@@ -40,18 +41,33 @@ def final_reward(logits: Tensor, labels: Tensor, kind: str = "correct") -> Tenso
     return log_p.exp() if kind == "probability" else log_p
 
 
-def objective(out: Rollout, labels: Tensor, reinforce_weight: float = 1.0,
-              reward: str = "correct") -> tuple[Tensor, dict[str, Tensor]]:
+def batch_mean(reward: Tensor, steps: int) -> Tensor:
+    """The mean reward of the *other* rollouts in the batch, (B, steps): a baseline with no
+    parameters that leaves the estimator unbiased (each rollout's own reward is left out)."""
+    b = reward.shape[0]
+    others = (reward.sum() - reward) / max(1, b - 1)
+    return others[:, None].expand(b, steps)
+
+
+def objective(out: Rollout, labels: Tensor, reinforce_weight: float = 1.0, reward: str = "correct",
+              baseline: str = "learned") -> tuple[Tensor, dict[str, Tensor]]:
     """The hybrid loss of Mnih et al.: CE + weight * REINFORCE + baseline MSE; CE alone for soft.
 
     Returns the loss and its parts (detached) for logging. ``reward``: one of REWARDS.
+    ``baseline``: "learned" (b_t from h_t, the paper) or "batch_mean" (see ``batch_mean``; the
+    learned one is then not trained, and baseline_mse logs the batch mean's error instead).
     """
     ce = F.cross_entropy(out.logits, labels)
     parts = {"ce": ce}
     loss = ce
     if out.log_probs is not None and out.log_probs.shape[1] > 0:  # one glimpse samples nothing
-        parts |= reinforce(out.log_probs, out.baselines, final_reward(out.logits, labels, reward))
-        loss = ce + reinforce_weight * parts["reinforce"] + parts["baseline_mse"]
+        r = final_reward(out.logits, labels, reward)
+        if baseline == "learned":
+            parts |= reinforce(out.log_probs, out.baselines, r)
+            loss = ce + reinforce_weight * parts["reinforce"] + parts["baseline_mse"]
+        else:
+            parts |= reinforce(out.log_probs, batch_mean(r, out.log_probs.shape[1]), r)
+            loss = ce + reinforce_weight * parts["reinforce"]
     if out.weights is not None:
         a = out.weights.flatten(2)  # (B, T, L)
         parts["attention_entropy"] = -(a * torch.log(a.clamp_min(1e-12))).sum(-1).mean()

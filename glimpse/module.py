@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 
 from glimpse.checks import require, require_choice
-from glimpse.losses import REWARDS, objective
+from glimpse.losses import BASELINES, REWARDS, objective
 from glimpse.models import build
 
 Attention = Literal["hard", "soft", "choice"]
@@ -45,6 +45,8 @@ class GlimpseModel(L.LightningModule):
             do not depend on a gradient's scale (0 does switch the policy's learning off).
         reward: hard and choice: "correct" (1 for the right final class, as in the paper),
             "probability" (of the true class) or "log_probability" (Ba et al. 2015).
+        baseline: hard and choice: "learned" (b_t read from h_t, as in the paper) or "batch_mean"
+            (the mean reward of the other rollouts in the minibatch: no parameters, no state).
         grid_stride: soft and choice: pixels between neighbouring candidate locations.
         score: soft and choice: "additive" or "dot" attention scores.
         attention_size: soft and choice: width of the score's keys and queries.
@@ -83,6 +85,7 @@ class GlimpseModel(L.LightningModule):
         eval_samples: int = 10,
         reinforce_weight: float = 1.0,
         reward: Literal["correct", "probability", "log_probability"] = "correct",
+        baseline: Literal["learned", "batch_mean"] = "learned",
         grid_stride: int = 4,
         score: Literal["additive", "dot"] = "additive",
         attention_size: int = 128,
@@ -110,8 +113,10 @@ class GlimpseModel(L.LightningModule):
         require(std_final is None or std_final > 0, "std_final", std_final, "a number > 0, or null (a fixed std)")
         require(attention == "hard" or std_final is None, "std_final", std_final,
                 f"null: it anneals the hard model's policy, and attention is {attention!r}")
-        require(attention != "soft" or reward == "correct", "reward", reward,
-                "'correct' (its default): soft attention samples nothing to reward")
+        require_choice("baseline", baseline, BASELINES)
+        for name, value, default in (("reward", reward, "correct"), ("baseline", baseline, "learned")):
+            require(attention != "soft" or value == default, name, value,
+                    f"{default!r} (its default): soft attention samples nothing to reward")
         common = dict(channels=channels, classes=classes, glimpses=glimpses, patch=patch, scales=scales,
                       scale_factor=scale_factor, what=what, where=where, glimpse_features=glimpse_features,
                       hidden=hidden, core=core)
@@ -140,7 +145,8 @@ class GlimpseModel(L.LightningModule):
         b = images.shape[0]
         m = 1 if not self.net.stochastic else self.hparams.train_samples if stage == "train" else self.eval_samples
         out = self.net(images, samples=m)
-        loss, metrics = objective(out, labels.repeat(m), self.hparams.reinforce_weight, self.hparams.reward)
+        hp = self.hparams
+        loss, metrics = objective(out, labels.repeat(m), hp.reinforce_weight, hp.reward, hp.baseline)
         probs = out.logits.detach().softmax(-1).view(m, b, -1).mean(0)  # (B, classes)
         metrics["error"] = (probs.argmax(-1) != labels).float().mean()
         if self.net.kind == "hard":

@@ -31,6 +31,8 @@ BAD = [  # (arguments, text the message must contain)
     (["--model.reward=accuracy"], "model.reward"),
     (["--attention=soft", "--model.reward=probability"], "reward='probability'"),
     (["--model.std_final=0"], "std_final=0"),
+    (["--model.baseline=constant"], "model.baseline"),
+    (["--attention=soft", "--model.baseline=batch_mean"], "baseline='batch_mean'"),
     (["--attention=choice", "--model.std_final=0.05"], "std_final=0.05"),
     (["--model.optimizer=rmsprop"], "model.optimizer"),
     (["--model.optimizer=sgd", "--model.momentum=1"], "momentum=1"),

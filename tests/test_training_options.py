@@ -1,4 +1,4 @@
-"""Training options beyond the paper's defaults: the reward, an annealed policy std, SGD."""
+"""Training options beyond the paper's defaults: the reward, the baseline, an annealed policy std, SGD."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from glimpse.checkpoints import load_model
-from glimpse.losses import final_reward, objective
+from glimpse.losses import batch_mean, final_reward, objective
 from glimpse.models import build
 
 
@@ -36,6 +36,22 @@ def test_the_reward_is_what_the_baseline_fits_and_reaches_only_the_policy(reward
     model.zero_grad()
     parts_policy.backward()
     assert model.policy.mean.weight.grad.abs().sum() > 0 and model.classifier.weight.grad is None
+
+
+def test_batch_mean_baseline_leaves_each_rollout_out_and_trains_nothing():
+    torch.testing.assert_close(batch_mean(torch.tensor([1.0, 0.0, 1.0, 1.0]), 2),
+                               torch.tensor([[2 / 3] * 2, [1.0] * 2, [2 / 3] * 2, [2 / 3] * 2]))
+    torch.manual_seed(0)
+    model = build("hard", 28, glimpses=3)
+    images, labels = torch.rand(16, 1, 28, 28), torch.randint(10, (16,))
+    out = model(images)
+    loss, parts = objective(out, labels, baseline="batch_mean")
+    r = final_reward(out.logits, labels)
+    b = batch_mean(r, 2)
+    torch.testing.assert_close(parts["baseline_mse"], ((b - r[:, None]) ** 2).mean())
+    loss.backward()
+    assert model.baseline.value.weight.grad is None  # the learned baseline is not used
+    assert model.policy.mean.weight.grad.abs().sum() > 0
 
 
 SHORT = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=4", "--trainer.limit_val_batches=1",
