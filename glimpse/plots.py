@@ -2,6 +2,7 @@
 
     python -m glimpse.plots runs/mnist-hard/version_0 runs/mnist-soft/version_0 --out docs/figures/mnist.png
     python -m glimpse.bench --canvas 60 100 200 --json cost.json && python -m glimpse.plots --cost cost.json --out cost.png
+    python -m glimpse.plots runs/mnist-hard/version_0 --reach 0.012     # time to 1.2 % validation error
 """
 
 from __future__ import annotations
@@ -17,15 +18,33 @@ import matplotlib.pyplot as plt  # noqa: E402
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
 
-def curve(run: Path, tag: str) -> tuple[list[int], list[float], list[float]]:
-    """(epochs 1.., values, minutes since the first point) of a scalar tag in one run folder."""
+def scalars(run: Path, tag: str) -> tuple[list, float]:
+    """The points of a scalar tag in one run folder, and the wall time of the run's first scalar of any tag."""
     events = EventAccumulator(str(run), size_guidance={"scalars": 0})
     events.Reload()
-    if tag not in events.Tags()["scalars"]:
-        raise SystemExit(f"{run}: no scalar {tag!r} (has {', '.join(sorted(events.Tags()['scalars']))})")
-    points = events.Scalars(tag)
+    tags = events.Tags()["scalars"]
+    if tag not in tags:
+        raise SystemExit(f"{run}: no scalar {tag!r} (has {', '.join(sorted(tags))})")
+    return events.Scalars(tag), min(events.Scalars(t)[0].wall_time for t in tags)
+
+
+def curve(run: Path, tag: str) -> tuple[list[int], list[float], list[float]]:
+    """(epochs 1.., values, minutes since the first point) of a scalar tag in one run folder."""
+    points, _ = scalars(run, tag)
     start = points[0].wall_time
     return list(range(1, len(points) + 1)), [p.value for p in points], [(p.wall_time - start) / 60 for p in points]
+
+
+def time_to(run: Path, tag: str, threshold: float) -> str:
+    """When a run's ``tag`` first fell to ``threshold`` or below: epoch, and minutes since its first
+    logged scalar (the first training log, a few dozen steps in); or its best value if never."""
+    points, start = scalars(run, tag)
+    for epoch, p in enumerate(points, 1):
+        if p.value <= threshold:
+            return f"{run}: {tag} <= {threshold:g} at epoch {epoch}, {(p.wall_time - start) / 60:.1f} min"
+    best = min(range(len(points)), key=lambda i: points[i].value)
+    return (f"{run}: {tag} never <= {threshold:g} in {len(points)} epochs "
+            f"({(points[-1].wall_time - start) / 60:.1f} min); best {points[best].value:.4g} at epoch {best + 1}")
 
 
 def cost_figure(rows: list[dict]):
@@ -65,10 +84,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("runs", nargs="*", type=Path, help="run folders (runs/<name>/version_N)")
     parser.add_argument("--tag", default="val/error")
     parser.add_argument("--cost", type=Path, help="instead of runs: a `python -m glimpse.bench --canvas ... --json` file")
-    parser.add_argument("--out", type=Path, required=True, help="PNG file to write")
+    parser.add_argument("--reach", type=float, help="with runs: print when each first had tag <= this value")
+    parser.add_argument("--out", type=Path, help="PNG file to write")
     args = parser.parse_args(argv)
     if bool(args.runs) == bool(args.cost):
         parser.error("give either run folders or --cost FILE (one of the two)")
+    if args.reach is not None:
+        if not args.runs:
+            parser.error("--reach needs run folders")
+        for run in args.runs:
+            print(time_to(run, args.tag, args.reach))
+        if args.out is None:
+            return
+    if args.out is None:
+        parser.error("--out FILE is needed to write a figure")
     fig = cost_figure(json.loads(args.cost.read_text())) if args.cost else curves_figure(args.runs, args.tag)
     fig.tight_layout()
     args.out.parent.mkdir(parents=True, exist_ok=True)

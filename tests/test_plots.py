@@ -43,3 +43,18 @@ def test_cost_figure_from_the_benchmark(data, tmp_path):
 def test_needs_runs_or_cost(tmp_path):
     with pytest.raises(SystemExit):
         plots(["--out", str(tmp_path / "x.png")])
+
+
+def test_time_to_a_threshold_from_real_event_files(tmp_path, capsys):
+    from torch.utils.tensorboard import SummaryWriter
+    run = tmp_path / "run"
+    with SummaryWriter(str(run)) as writer:
+        writer.add_scalar("train/loss", 2.0, 10, walltime=1000.0)  # the run's first scalar
+        for epoch, (error, minute) in enumerate([(0.20, 1), (0.05, 2), (0.011, 3.5), (0.02, 5)]):
+            writer.add_scalar("val/error", error, epoch, walltime=1000.0 + 60 * minute)
+    plots([str(run), "--reach", "0.012"])
+    assert capsys.readouterr().out.strip() == f"{run}: val/error <= 0.012 at epoch 3, 3.5 min"
+    plots([str(run), "--reach", "0.01"])
+    assert "never <= 0.01 in 4 epochs (5.0 min); best 0.011 at epoch 3" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        plots([str(run)])  # neither --reach nor --out: nothing to do
