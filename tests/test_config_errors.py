@@ -47,6 +47,7 @@ BAD = [  # (arguments, text the message must contain)
     (["--data.dataset=translated", "--data.canvas=20"], "data.canvas=20"),
     (["--data.fragments=-1"], "data.fragments=-1"),
     (["--data.batch_size=0"], "data.batch_size=0"),
+    (["--config=configs/cluttered60.yaml", "--data.shift=2"], "data.shift=2"),
     (["--data.val_size=60000"], "data.val_size=60000"),
     (["--config=configs/cluttered60.yaml", "--model.scales=4"], "scales=4"),  # 96px glimpse on 60x60
     (["--model.nonsense=1"], "nonsense"),

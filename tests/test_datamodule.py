@@ -44,6 +44,8 @@ def module(request, data: str) -> GlimpseData:
         (dict(val_size=60_000), "data.val_size=60000 is not allowed: expected an integer in 1..59999"),
         (dict(num_workers=-2), "num_workers=-2"),
         (dict(eval_batch_size=0), "eval_batch_size=0"),
+        (dict(shift=-1), "data.shift=-1 is not allowed: expected an integer in 0..13"),
+        (dict(dataset="translated", shift=2), "data.shift=2 is not allowed: expected 0 for dataset='translated'"),
     ],
 )
 def test_bad_arguments_fail_before_touching_disk(tmp_path: Path, kwargs, message):
@@ -89,6 +91,23 @@ def test_digits_and_labels_are_where_the_module_says(module: GlimpseData, mnist)
             assert torch.equal(crops, digits) and torch.equal(fixed.images.sum((1, 2)), crops.sum((1, 2)))
     train_digits = torch.randperm(60_000, generator=torch.Generator().manual_seed(0))[5000:]
     assert torch.equal(module.train_set.digits, images[train_digits])  # also the training clutter
+
+
+def test_shift_moves_training_digits_only_and_by_at_most_shift(data: str, mnist):
+    module = ready(data, dataset="mnist", shift=3)
+    plain = ready(data, dataset="mnist")
+    assert torch.equal(module.val_set.images, plain.val_set.images)  # evaluation is never shifted
+    assert torch.equal(module.test_set.images, plain.test_set.images)
+    indices = torch.arange(2000)
+    shifted, corners = module.train_set.compose(indices, torch.Generator().manual_seed(0))
+    assert shifted.shape == (2000, 28, 28) and corners.abs().max() == 3 and corners.min() < 0 < corners.max()
+    digits = module.train_set.digits[indices]
+    padded = torch.nn.functional.pad(digits, (3, 3, 3, 3))  # the digit at offset (dx, dy) = this window
+    for i in range(0, 2000, 97):
+        dx, dy = corners[i].tolist()
+        assert torch.equal(shifted[i], padded[i, 3 - dy : 31 - dy, 3 - dx : 31 - dx])
+    unshifted, zero = plain.train_set.compose(indices, torch.Generator().manual_seed(0))
+    assert torch.equal(unshifted, digits) and not zero.any()
 
 
 def test_eval_images_are_deterministic_and_follow_the_seed(data: str):

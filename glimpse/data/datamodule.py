@@ -57,17 +57,21 @@ class FreshCanvases(Dataset):
     they change every epoch because the shuffled batches do.
     """
 
-    def __init__(self, digits: Tensor, labels: Tensor, canvas: int, fragments: int, fragment_size: int, salt: int = 0):
+    def __init__(self, digits: Tensor, labels: Tensor, canvas: int, fragments: int, fragment_size: int, salt: int = 0,
+                 shift: int = 0):
         self.digits, self.labels = digits, labels  # (N,28,28) uint8, (N,) int64; also the clutter
         self.canvas, self.fragments, self.fragment_size, self.salt = canvas, fragments, fragment_size, salt
+        self.shift = shift  # mnist: move each digit by up to +-shift pixels (a 28x28 window of a wider canvas)
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def compose(self, indices: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         """uint8 images (B,canvas,canvas) and digit top-left (x, y) (B,2) for these indices."""
-        return compose(self.digits[indices], self.canvas, self.fragments, self.fragment_size,
-                       self.digits, generator)
+        s = self.shift
+        images, corners = compose(self.digits[indices], self.canvas + 2 * s, self.fragments, self.fragment_size,
+                                  self.digits, generator)
+        return images[:, s : s + self.canvas, s : s + self.canvas], corners - s
 
     def render(self, generator: torch.Generator) -> FixedCanvases:
         """Place every digit once, in fixed-size chunks, for a deterministic evaluation set."""
@@ -121,6 +125,8 @@ class GlimpseData(L.LightningDataModule):
         seed: seeds the train/validation split and the validation/test images.
         num_workers: DataLoader worker processes (0: load in the main process).
         eval_batch_size: validation/test batch size.
+        shift: mnist only: each training digit is moved by a fresh random offset of up to +-shift
+            pixels in x and y (zero fill; 0: none). Validation and test images stay unshifted.
     """
 
     num_classes = 10
@@ -137,6 +143,7 @@ class GlimpseData(L.LightningDataModule):
         seed: int = 0,
         num_workers: int = 0,
         eval_batch_size: int = 1000,
+        shift: int = 0,
     ):
         super().__init__()
         checks = [
@@ -148,6 +155,9 @@ class GlimpseData(L.LightningDataModule):
             ("val_size", val_size, 1 <= val_size < TRAIN_SIZE, f"an integer in 1..{TRAIN_SIZE - 1}"),
             ("num_workers", num_workers, num_workers >= 0, "an integer >= 0"),
             ("eval_batch_size", eval_batch_size, eval_batch_size >= 1, "an integer >= 1"),
+            ("shift", shift, 0 <= shift < DIGIT // 2, f"an integer in 0..{DIGIT // 2 - 1}"),
+            ("shift", shift, shift == 0 or dataset == "mnist",
+             f"0 for dataset={dataset!r} (its digits are already placed at random)"),
         ]
         for name, value, ok, allowed in checks:
             require(ok, f"data.{name}", value, allowed)
@@ -160,10 +170,10 @@ class GlimpseData(L.LightningDataModule):
     def image_size(self) -> int:
         return DIGIT if self.hparams.dataset == "mnist" else self.hparams.canvas
 
-    def _canvases(self, digits: Tensor, labels: Tensor) -> FreshCanvases:
+    def _canvases(self, digits: Tensor, labels: Tensor, shift: int = 0) -> FreshCanvases:
         h = self.hparams
         fragments = h.fragments if h.dataset == "cluttered" else 0
-        return FreshCanvases(digits, labels, self.image_size, fragments, h.fragment_size)
+        return FreshCanvases(digits, labels, self.image_size, fragments, h.fragment_size, shift=shift)
 
     def prepare_data(self) -> None:
         ensure_mnist(self.hparams.root)
@@ -179,7 +189,7 @@ class GlimpseData(L.LightningDataModule):
         val_idx, train_idx = order[: h.val_size], order[h.val_size :]
         # val and test get their own streams, derived from seed but not from val_size
         val_seed, test_seed = torch.randint(2**62, (2,), generator=split).tolist()
-        self.train_set = self._canvases(images[train_idx], labels[train_idx])
+        self.train_set = self._canvases(images[train_idx], labels[train_idx], shift=h.shift)
         val = self._canvases(images[val_idx], labels[val_idx])
         self.val_set = val.render(torch.Generator().manual_seed(val_seed))
         self.test_set = self._canvases(*mnist["test"]).render(torch.Generator().manual_seed(test_seed))
