@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")  # files only, no screen
 import matplotlib.pyplot as plt  # noqa: E402
@@ -72,6 +73,8 @@ def curves_figure(runs: list[Path], tag: str):
         by_epoch.plot(epochs, [100 * v for v in values], label=label)
         by_time.plot(minutes, [100 * v for v in values], label=label)
     by_epoch.set(xlabel="epoch", ylabel=f"{tag} (%)", yscale="log")
+    by_epoch.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))  # 2, not 2x10^0
+    by_epoch.yaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
     by_time.set(xlabel="wall-clock minutes (from the first validation)")
     by_epoch.legend()
     for ax in (by_epoch, by_time):
