@@ -62,12 +62,9 @@ def objective(out: Rollout, labels: Tensor, reinforce_weight: float = 1.0, rewar
     loss = ce
     if out.log_probs is not None and out.log_probs.shape[1] > 0:  # one glimpse samples nothing
         r = final_reward(out.logits, labels, reward)
-        if baseline == "learned":
-            parts |= reinforce(out.log_probs, out.baselines, r)
-            loss = ce + reinforce_weight * parts["reinforce"] + parts["baseline_mse"]
-        else:
-            parts |= reinforce(out.log_probs, batch_mean(r, out.log_probs.shape[1]), r)
-            loss = ce + reinforce_weight * parts["reinforce"]
+        learned = baseline == "learned"
+        parts |= reinforce(out.log_probs, out.baselines if learned else batch_mean(r, out.log_probs.shape[1]), r)
+        loss = ce + reinforce_weight * parts["reinforce"] + (parts["baseline_mse"] if learned else 0)
     if out.weights is not None:
         a = out.weights.flatten(2)  # (B, T, L)
         parts["attention_entropy"] = -(a * torch.log(a.clamp_min(1e-12))).sum(-1).mean()

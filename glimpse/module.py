@@ -171,8 +171,12 @@ class GlimpseModel(L.LightningModule):
         if hasattr(self.net, "set_step"):  # choice with gumbel: anneal the temperature
             self.net.set_step(self.global_step)
         if self.hparams.std_final is not None:
-            done = min(1.0, self.global_step / max(1, int(self.trainer.estimated_stepping_batches)))
+            done = min(1.0, self.global_step / self.total_steps())
             self.net.policy.std = self.hparams.std + done * (self.hparams.std_final - self.hparams.std)
+
+    def total_steps(self) -> int:
+        """Optimiser steps in the whole run: what the learning rate and the std schedules span."""
+        return max(1, int(self.trainer.estimated_stepping_batches))
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         if self.net.kind == "hard":  # an annealed std is state, not a hyperparameter: evaluation samples with it
@@ -199,7 +203,7 @@ class GlimpseModel(L.LightningModule):
             opt = torch.optim.Adam(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
         if self.hparams.schedule == "constant":
             return opt
-        total = max(1, int(self.trainer.estimated_stepping_batches))
+        total = self.total_steps()
         if self.hparams.schedule == "cosine":
             sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
         else:

@@ -19,14 +19,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
 
-def scalars(run: Path, tag: str) -> tuple[list, float]:
-    """The points of a scalar tag in one run folder, and the wall time of the run's first scalar of any tag."""
+def scalars(run: Path, tag: str) -> tuple[list, EventAccumulator]:
+    """The points of a scalar tag in one run folder, and the loaded log (for its other tags)."""
     events = EventAccumulator(str(run), size_guidance={"scalars": 0})
     events.Reload()
     tags = events.Tags()["scalars"]
     if tag not in tags:
         raise SystemExit(f"{run}: no scalar {tag!r} (has {', '.join(sorted(tags))})")
-    return events.Scalars(tag), min(events.Scalars(t)[0].wall_time for t in tags)
+    return events.Scalars(tag), events
 
 
 def curve(run: Path, tag: str) -> tuple[list[int], list[float], list[float]]:
@@ -39,7 +39,8 @@ def curve(run: Path, tag: str) -> tuple[list[int], list[float], list[float]]:
 def time_to(run: Path, tag: str, threshold: float) -> str:
     """When a run's ``tag`` first fell to ``threshold`` or below: epoch, and minutes since its first
     logged scalar (the first training log, a few dozen steps in); or its best value if never."""
-    points, start = scalars(run, tag)
+    points, events = scalars(run, tag)
+    start = min(events.Scalars(t)[0].wall_time for t in events.Tags()["scalars"])
     for epoch, p in enumerate(points, 1):
         if p.value <= threshold:
             return f"{run}: {tag} <= {threshold:g} at epoch {epoch}, {(p.wall_time - start) / 60:.1f} min"
