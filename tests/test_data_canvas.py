@@ -108,8 +108,8 @@ def test_cluttered_60_is_fast_enough():
     batches = [source[torch.randint(5000, (128,), generator=seeded(i))] for i in range(50)]
     best = 0.0
     # The best of 30 short windows (5 batches, ~10 ms idle): the brief is about the code's speed, and
-    # a long window on a machine busy with training runs measured the load instead (18,316 images/s
-    # under two training runs, 79,760 idle).
+    # a long window on a machine busy with a training run measured the load instead (18,316 images/s
+    # in CI beside one, 79,760 idle).
     for _ in range(3):
         for i in range(0, len(batches), 5):
             start = time.perf_counter()
