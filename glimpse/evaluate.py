@@ -2,11 +2,13 @@
 
     python -m glimpse.evaluate runs/mnist-hard/version_0/checkpoints/best-*.ckpt runs/mnist-soft/.../last.ckpt
     python -m glimpse.evaluate CKPT --samples 20 --json results.json --trajectories looks.png
+    python -m glimpse.evaluate CKPT --samples 1 2 5 10 20     # one row per M: what averaging buys
 
 Each checkpoint is rebuilt from the hyperparameters saved in it (no config to repeat) and tested on
 the data set it was trained on, or on ``--dataset`` (with ``--canvas``/``--fragments``) where the
 image size matches. Stochastic models (hard, choice) report the error of M-sample averaged probabilities
-and of the greedy (policy-mean) path. Exit status 2 and one line for a bad file or argument.
+and of the greedy (policy-mean) path; the sampling is seeded (``--seed``), so a command gives the same numbers
+every time. Exit status 2 and one line for a bad file or argument.
 """
 
 from __future__ import annotations
@@ -111,8 +113,11 @@ def row_text(path: str, row: dict) -> str:
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m glimpse.evaluate", description=__doc__.splitlines()[0])
     parser.add_argument("checkpoints", nargs="+", help="checkpoint files (.ckpt) of any attention kind")
-    parser.add_argument("--samples", type=int, default=None,
-                        help="Monte-Carlo rollouts averaged per image (hard, choice); default: the model's eval_samples")
+    parser.add_argument("--samples", type=int, nargs="+", default=None, metavar="M",
+                        help="Monte-Carlo rollouts averaged per image (hard, choice), one row per value given; "
+                             "default: the model's eval_samples")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the sampled rollouts, set afresh for each row so that rows do not depend on order")
     parser.add_argument("--dataset", choices=["mnist", "translated", "cluttered"], help="test on this data set instead")
     parser.add_argument("--canvas", type=int, help="canvas side for --dataset translated/cluttered")
     parser.add_argument("--fragments", type=int, help="clutter fragments for --dataset cluttered")
@@ -129,9 +134,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--verbose", action="store_true", help="show tracebacks")
     args = parser.parse_args(argv)
     for name in ("samples", "batch_size", "count", "locations"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            parser.error(f"--{name.replace('_', '-')}={value} is not allowed: expected an integer >= 1")
+        values = getattr(args, name)
+        for value in values if isinstance(values, list) else [values]:
+            if value is not None and value < 1:
+                parser.error(f"--{name.replace('_', '-')}={value} is not allowed: expected an integer >= 1")
     return args
 
 
@@ -143,9 +149,12 @@ def main(argv: list[str] | None = None) -> int:
         for n, path in enumerate(args.checkpoints):
             model, ckpt = load_model(path, args.attention)
             data = test_data(ckpt, args, model)
-            row = evaluate(model, data, args.samples or model.eval_samples)
-            rows.append({"checkpoint": str(path), **row})
-            print(row_text(path, row), flush=True)
+            counts = args.samples or [model.eval_samples]
+            for samples in counts if model.net.stochastic else counts[:1]:  # soft: M means nothing
+                torch.manual_seed(args.seed)
+                row = evaluate(model, data, samples)
+                rows.append({"checkpoint": str(path), **row})
+                print(row_text(path, row), flush=True)
             if args.locations:
                 rows[-1]["steps"] = where_it_looks(model, first_images(data, args.locations)[0])
                 print(steps_text(rows[-1]["steps"]), flush=True)

@@ -64,6 +64,22 @@ def test_evaluates_every_kind_side_by_side(checkpoints, data, tmp_path):
     assert len(done.stdout.strip().splitlines()) == 1 + 3 * (1 + 4 + 1)  # header; row, steps table, "drawn:"
 
 
+@pytest.mark.slow
+def test_several_sample_counts_give_one_row_each_and_repeat_exactly(checkpoints, data, tmp_path):
+    """--samples 1 4: a row per M for hard, one row for soft; the same --seed gives the same errors
+    (without the seed, two runs of a barely trained policy's M = 1 sampling disagree)."""
+    runs = []
+    for n in range(2):
+        out = tmp_path / f"rows{n}.json"
+        done = evaluate(str(checkpoints["hard"]), str(checkpoints["soft"]), "--samples", "1", "4", "--seed", "3",
+                        "--root", data, "--json", str(out))
+        assert done.returncode == 0, done.stderr
+        runs.append(json.loads(out.read_text()))
+    assert [(r["kind"], r["samples"]) for r in runs[0]] == [("hard", 1), ("hard", 4), ("soft", 1)]
+    assert [r["test_error"] for r in runs[0]] == [r["test_error"] for r in runs[1]]
+    assert runs[0][0]["test_error_greedy"] == runs[0][1]["test_error_greedy"]
+
+
 def test_other_data_set_of_another_size_is_refused(checkpoints, data):
     done = evaluate(str(checkpoints["hard"]), "--dataset", "translated", "--canvas", "60", "--root", data)
     assert done.returncode == 2 and "60x60" not in done.stdout
@@ -135,3 +151,13 @@ def test_noise_stats_recover_signal_and_variance():
     assert abs(got["total_variance"] - 8) < 0.5 and abs(got["signal_sq_norm"] - 25) < 0.5
     assert abs(got["batches_for_snr1"] - 8 / 25) < 0.03
     assert noise_stats(torch.randn(50, 3, generator=torch.Generator().manual_seed(1)) * 5)["signal_sq_norm"] < 5
+
+
+@pytest.mark.parametrize("argv", [["x.ckpt", "--samples", "5", "0"], ["x.ckpt", "--count", "-1"]])
+def test_bad_counts_are_refused_before_any_checkpoint_is_read(argv, capsys):
+    from glimpse.evaluate import parse
+
+    with pytest.raises(SystemExit) as stop:
+        parse(argv)
+    bad = argv[-1]
+    assert stop.value.code == 2 and f"={bad} is not allowed: expected an integer >= 1" in capsys.readouterr().err
