@@ -122,7 +122,7 @@ def test_bad_checkpoints_give_one_line_and_status_2(checkpoints, tmp_path, case)
 
 def test_verbose_shows_the_traceback(checkpoints, tmp_path):
     """Once is enough: the same handler serves every bad file (each evaluate call costs ~10 s of imports)."""
-    (path, _), = [bad_files(tmp_path, checkpoints["hard"])["truncated"]]
+    path, _ = bad_files(tmp_path, checkpoints["hard"])["truncated"]
     verbose = evaluate(str(path), "--verbose")
     assert verbose.returncode == 2 and "Traceback" in verbose.stderr
 
