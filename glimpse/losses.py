@@ -24,7 +24,7 @@ def reinforce(log_probs: Tensor, baselines: Tensor, reward: Tensor) -> dict[str,
 
 
 REWARDS = ("correct", "probability", "log_probability")
-BASELINES = ("learned", "batch_mean")
+BASELINES = ("learned", "batch_mean", "leave_one_out")
 
 
 def final_reward(logits: Tensor, labels: Tensor, kind: str = "correct") -> Tensor:
@@ -49,21 +49,36 @@ def batch_mean(reward: Tensor, steps: int) -> Tensor:
     return others[:, None].expand(b, steps)
 
 
+def leave_one_out(reward: Tensor, steps: int, samples: int) -> Tensor:
+    """The mean reward of the *other* paths on the same image, (M * B, steps), for sample-major
+    rollouts (M paths of each of B images): the baseline knows how hard this very image is, which
+    neither a learned b_t nor the batch mean can (Kool et al. 2019, "Buy 4 REINFORCE samples, get a
+    baseline for free"). With one path per image there are no other paths: the batch mean serves."""
+    if samples < 2:
+        return batch_mean(reward, steps)
+    per_image = reward.view(samples, -1)
+    others = (per_image.sum(0, keepdim=True) - per_image) / (samples - 1)
+    return others.reshape(-1, 1).expand(-1, steps)
+
+
 def objective(out: Rollout, labels: Tensor, reinforce_weight: float = 1.0, reward: str = "correct",
-              baseline: str = "learned") -> tuple[Tensor, dict[str, Tensor]]:
+              baseline: str = "learned", samples: int = 1) -> tuple[Tensor, dict[str, Tensor]]:
     """The hybrid loss of Mnih et al.: CE + weight * REINFORCE + baseline MSE; CE alone for soft.
 
     Returns the loss and its parts (detached) for logging. ``reward``: one of REWARDS.
-    ``baseline``: "learned" (b_t from h_t, the paper) or "batch_mean" (see ``batch_mean``; the
-    learned one is then not trained, and baseline_mse logs the batch mean's error instead).
+    ``baseline``: "learned" (b_t from h_t, the paper), "batch_mean" (see ``batch_mean``) or
+    "leave_one_out" (see ``leave_one_out``; ``samples``: the M paths per image in ``out``); with
+    either of the last two the learned b_t is not trained, and baseline_mse logs their error instead.
     """
     ce = F.cross_entropy(out.logits, labels)
     parts = {"ce": ce}
     loss = ce
     if out.log_probs is not None and out.log_probs.shape[1] > 0:  # one glimpse samples nothing
         r = final_reward(out.logits, labels, reward)
-        learned = baseline == "learned"
-        parts |= reinforce(out.log_probs, out.baselines if learned else batch_mean(r, out.log_probs.shape[1]), r)
+        learned, steps = baseline == "learned", out.log_probs.shape[1]
+        given = {"learned": lambda: out.baselines, "batch_mean": lambda: batch_mean(r, steps),
+                 "leave_one_out": lambda: leave_one_out(r, steps, samples)}
+        parts |= reinforce(out.log_probs, given[baseline](), r)
         loss = ce + reinforce_weight * parts["reinforce"] + (parts["baseline_mse"] if learned else 0)
     if out.weights is not None:
         a = out.weights.flatten(2)  # (B, T, L)

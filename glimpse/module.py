@@ -45,8 +45,10 @@ class GlimpseModel(L.LightningModule):
             do not depend on a gradient's scale (0 does switch the policy's learning off).
         reward: hard and choice: "correct" (1 for the right final class, as in the paper),
             "probability" (of the true class) or "log_probability" (Ba et al. 2015).
-        baseline: hard and choice: "learned" (b_t read from h_t, as in the paper) or "batch_mean"
-            (the mean reward of the other rollouts in the minibatch: no parameters, no state).
+        baseline: hard and choice: "learned" (b_t read from h_t, as in the paper), "batch_mean"
+            (the mean reward of the other rollouts in the minibatch: no parameters, no state) or
+            "leave_one_out" (the mean reward of the other train_samples paths on the same image;
+            needs train_samples >= 2).
         grid_stride: soft and choice: pixels between neighbouring candidate locations.
         score: soft and choice: "additive" or "dot" attention scores.
         attention_size: soft and choice: width of the score's keys and queries.
@@ -85,7 +87,7 @@ class GlimpseModel(L.LightningModule):
         eval_samples: int = 10,
         reinforce_weight: float = 1.0,
         reward: Literal["correct", "probability", "log_probability"] = "correct",
-        baseline: Literal["learned", "batch_mean"] = "learned",
+        baseline: Literal["learned", "batch_mean", "leave_one_out"] = "learned",
         grid_stride: int = 4,
         score: Literal["additive", "dot"] = "additive",
         attention_size: int = 128,
@@ -114,6 +116,8 @@ class GlimpseModel(L.LightningModule):
         require(attention == "hard" or std_final is None, "std_final", std_final,
                 f"null: it anneals the hard model's policy, and attention is {attention!r}")
         require_choice("baseline", baseline, BASELINES)
+        require(baseline != "leave_one_out" or train_samples >= 2, "train_samples", train_samples,
+                "an integer >= 2 with baseline 'leave_one_out': it compares each path with the others on its image")
         for name, value, default in (("reward", reward, "correct"), ("baseline", baseline, "learned")):
             require(attention != "soft" or value == default, name, value,
                     f"{default!r} (its default): soft attention samples nothing to reward")
@@ -146,7 +150,7 @@ class GlimpseModel(L.LightningModule):
         m = 1 if not self.net.stochastic else self.hparams.train_samples if stage == "train" else self.eval_samples
         out = self.net(images, samples=m)
         hp = self.hparams
-        loss, metrics = objective(out, labels.repeat(m), hp.reinforce_weight, hp.reward, hp.baseline)
+        loss, metrics = objective(out, labels.repeat(m), hp.reinforce_weight, hp.reward, hp.baseline, samples=m)
         probs = out.logits.detach().softmax(-1).view(m, b, -1).mean(0)  # (B, classes)
         metrics["error"] = (probs.argmax(-1) != labels).float().mean()
         if self.net.kind == "hard":

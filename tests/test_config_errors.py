@@ -33,6 +33,7 @@ BAD = [  # (arguments, text the message must contain)
     (["--model.std_final=0"], "std_final=0"),
     (["--model.baseline=constant"], "model.baseline"),
     (["--attention=soft", "--model.baseline=batch_mean"], "baseline='batch_mean'"),
+    (["--model.baseline=leave_one_out"], "train_samples=1"),
     (["--attention=choice", "--model.std_final=0.05"], "std_final=0.05"),
     (["--model.optimizer=rmsprop"], "model.optimizer"),
     (["--model.optimizer=sgd", "--model.momentum=1"], "momentum=1"),

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from glimpse.checkpoints import load_model
-from glimpse.losses import batch_mean, final_reward, objective
+from glimpse.losses import batch_mean, final_reward, leave_one_out, objective
 from glimpse.models import build
 
 
@@ -54,6 +54,25 @@ def test_batch_mean_baseline_leaves_each_rollout_out_and_trains_nothing():
     assert model.policy.mean.weight.grad.abs().sum() > 0
 
 
+def test_leave_one_out_baseline_compares_paths_on_the_same_image():
+    # 3 paths (sample-major) on 2 images: image 0 earns 1, 0, 1; image 1 earns 0, 0, 1
+    reward = torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 1.0])
+    expected = torch.tensor([0.5, 0.5, 1.0, 0.5, 0.5, 0.0])
+    torch.testing.assert_close(leave_one_out(reward, 3, samples=3), expected[:, None].expand(6, 3))
+    torch.testing.assert_close(leave_one_out(reward, 2, samples=1), batch_mean(reward, 2))
+    torch.manual_seed(0)
+    model = build("hard", 28, glimpses=3)
+    images, labels = torch.rand(8, 1, 28, 28), torch.randint(10, (8,))
+    out = model(images, samples=4)
+    loss, parts = objective(out, labels.repeat(4), baseline="leave_one_out", samples=4)
+    r = final_reward(out.logits, labels.repeat(4))
+    b = (r.view(4, 8).sum(0) - r.view(4, 8)).flatten() / 3
+    torch.testing.assert_close(parts["reinforce"], -(out.log_probs * (r - b)[:, None]).sum(1).mean().detach())
+    loss.backward()
+    assert model.baseline.value.weight.grad is None  # the learned baseline is not used
+    assert model.policy.mean.weight.grad.abs().sum() > 0
+
+
 SHORT = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=4", "--trainer.limit_val_batches=1",
          "--trainer.limit_test_batches=1", "--data.eval_batch_size=250", "--model.eval_samples=2"]
 
@@ -70,6 +89,11 @@ def test_std_anneals_linearly_and_the_checkpoint_keeps_it(cli, tmp_path):
 def test_fixed_std_stays_fixed(cli):
     run = cli("--attention", "hard", *SHORT, "--model.std=0.2")
     assert run.model.net.policy.std == 0.2
+
+
+def test_leave_one_out_trains_with_several_paths(cli):
+    run = cli("--attention", "hard", *SHORT, "--model.train_samples=2", "--model.baseline=leave_one_out")
+    assert run.trainer.global_step == 4 and torch.isfinite(run.trainer.callback_metrics["test/reinforce"])
 
 
 def test_sgd_with_momentum(cli):
