@@ -12,6 +12,9 @@ norm of the mean minus variance / batches, since the mean of n estimates carries
 noise itself), and their ratio: the number of minibatches one must average for the signal to
 match the noise. The ratio is scale-free, so it compares kinds and terms of different sizes;
 where the signal estimate is not positive, the noise hides it at this number of batches.
+
+``--paths M`` (M >= 2) samples M paths per image and adds a third REINFORCE term, the leave-one-out
+baseline (``--model.baseline leave_one_out``); all terms then use the same M * batch-size paths.
 """
 
 from __future__ import annotations
@@ -26,23 +29,25 @@ import torch.nn.functional as F
 
 from glimpse.checkpoints import CheckpointError, load_model, saved_arguments
 from glimpse.data import GlimpseData
-from glimpse.losses import reinforce
+from glimpse.losses import final_reward, leave_one_out, reinforce
 
 
-def attention_terms(model, images, labels) -> dict[str, tuple[torch.Tensor, list[torch.nn.Parameter]]]:
+def attention_terms(model, images, labels, paths: int = 1) -> dict[str, tuple[torch.Tensor, list[torch.nn.Parameter]]]:
     """name -> (the loss term that trains the attention, the attention parameters)."""
     net = model.net
-    out = net(images)
+    out = net(images, samples=paths)
+    labels = labels.repeat(paths)
     if net.kind == "hard" or getattr(net, "estimator", None) == "reinforce":
         params = list((net.policy if net.kind == "hard" else net.scorer).parameters())
-        reward = (out.logits.detach().argmax(-1) == labels).float()
-        with_b = reinforce(out.log_probs, out.baselines, reward)["reinforce"]
-        without = reinforce(out.log_probs, torch.zeros_like(out.baselines), reward)["reinforce"]
-        return {"reinforce, baseline": (with_b, params), "reinforce, no baseline": (without, params)}
+        reward = final_reward(out.logits, labels)
+        terms = {"reinforce, baseline": out.baselines, "reinforce, no baseline": torch.zeros_like(out.baselines)}
+        if paths > 1:
+            terms["reinforce, leave-one-out"] = leave_one_out(reward, out.log_probs.shape[1], paths)
+        return {name: (reinforce(out.log_probs, b, reward)["reinforce"], params) for name, b in terms.items()}
     return {"cross-entropy": (F.cross_entropy(out.logits, labels), list(net.scorer.parameters()))}
 
 
-def measure(path: str, batches: int, batch_size: int, root: str, seed: int) -> list[dict]:
+def measure(path: str, batches: int, batch_size: int, root: str, seed: int, paths: int = 1) -> list[dict]:
     model, ckpt = load_model(path)
     model.train()
     data = GlimpseData(**{**saved_arguments(ckpt, "datamodule_hyper_parameters"), "root": root, "batch_size": batch_size})
@@ -53,11 +58,11 @@ def measure(path: str, batches: int, batch_size: int, root: str, seed: int) -> l
     loader = iter(data.train_dataloader())
     for _ in range(batches):
         images, labels = next(loader)
-        for name, (loss, params) in attention_terms(model, images, labels).items():
+        for name, (loss, params) in attention_terms(model, images, labels, paths).items():
             g = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
             flat = torch.cat([(x if x is not None else torch.zeros_like(p)).flatten() for x, p in zip(g, params)])
             grads.setdefault(name, []).append(flat)
-    return [{"checkpoint": path, "kind": model.hparams.attention, "term": name, "parameters": gs[0].numel(),
+    return [{"checkpoint": path, "kind": model.hparams.attention, "term": name, "paths": paths, "parameters": gs[0].numel(),
              **noise_stats(torch.stack(gs))} for name, gs in grads.items()]
 
 
@@ -77,15 +82,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--root", default="data")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--paths", type=int, default=1, help="sampled paths per image (>= 2 adds leave-one-out)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     if args.batches < 2:
         parser.error(f"--batches={args.batches} is not allowed: expected an integer >= 2 (a variance needs two)")
+    if args.paths < 1:
+        parser.error(f"--paths={args.paths} is not allowed: expected an integer >= 1")
     rows = []
     print(f"{'kind':<7} {'term':<24} {'params':>7} {'variance':>10} {'|E g|^2':>10} {'batches/SNR1':>12}")
     try:
         for path in args.checkpoints:
-            for row in measure(path, args.batches, args.batch_size, args.root, args.seed):
+            for row in measure(path, args.batches, args.batch_size, args.root, args.seed, args.paths):
                 rows.append(row)
                 ratio = row["batches_for_snr1"]
                 print(f"{row['kind']:<7} {row['term']:<24} {row['parameters']:>7,} {row['total_variance']:>10.3e} "

@@ -146,6 +146,18 @@ def test_gradient_noise_terms_per_kind(checkpoints, data):
     scorer = load_model(checkpoints["soft"])[0].net.scorer
     assert rows[0]["parameters"] == sum(p.numel() for p in scorer.parameters())
     assert rows[0]["total_variance"] > 0
+    several = measure(str(checkpoints["hard"]), 3, 16, data, 0, paths=3)
+    assert [r["term"] for r in several] == ["reinforce, baseline", "reinforce, no baseline", "reinforce, leave-one-out"]
+    assert len({r["total_variance"] for r in several}) == 3  # three different estimators of one gradient
+
+
+@pytest.mark.parametrize("bad", [["--batches", "1"], ["--paths", "0"]])
+def test_gradient_noise_refuses_bad_counts(bad, capsys):
+    from glimpse.gradnoise import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["missing.ckpt", *bad])
+    assert stop.value.code == 2 and f"{bad[0]}={bad[1]}" in capsys.readouterr().err
 
 
 def test_noise_stats_recover_signal_and_variance():
