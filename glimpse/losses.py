@@ -76,9 +76,13 @@ def objective(out: Rollout, labels: Tensor, reinforce_weight: float = 1.0, rewar
     if out.log_probs is not None and out.log_probs.shape[1] > 0:  # one glimpse samples nothing
         r = final_reward(out.logits, labels, reward)
         learned, steps = baseline == "learned", out.log_probs.shape[1]
-        given = {"learned": lambda: out.baselines, "batch_mean": lambda: batch_mean(r, steps),
-                 "leave_one_out": lambda: leave_one_out(r, steps, samples)}
-        parts |= reinforce(out.log_probs, given[baseline](), r)
+        if learned:
+            b = out.baselines
+        elif baseline == "batch_mean":
+            b = batch_mean(r, steps)
+        else:
+            b = leave_one_out(r, steps, samples)
+        parts |= reinforce(out.log_probs, b, r)
         loss = ce + reinforce_weight * parts["reinforce"] + (parts["baseline_mse"] if learned else 0)
     if out.weights is not None:
         a = out.weights.flatten(2)  # (B, T, L)
