@@ -41,12 +41,18 @@ def final_reward(logits: Tensor, labels: Tensor, kind: str = "correct") -> Tenso
     return log_p.exp() if kind == "probability" else log_p
 
 
+def _others_mean(groups: Tensor, steps: int) -> Tensor:
+    """groups (n, k): for each entry, the mean of the other n - 1 entries in its column; flattened
+    row-major and repeated for each of ``steps`` sampled steps, (n * k, steps)."""
+    n = groups.shape[0]
+    others = (groups.sum(0, keepdim=True) - groups) / max(1, n - 1)
+    return others.reshape(-1, 1).expand(-1, steps)
+
+
 def batch_mean(reward: Tensor, steps: int) -> Tensor:
     """The mean reward of the *other* rollouts in the batch, (B, steps): a baseline with no
     parameters that leaves the estimator unbiased (each rollout's own reward is left out)."""
-    b = reward.shape[0]
-    others = (reward.sum() - reward) / max(1, b - 1)
-    return others[:, None].expand(b, steps)
+    return _others_mean(reward[:, None], steps)
 
 
 def leave_one_out(reward: Tensor, steps: int, samples: int) -> Tensor:
@@ -54,11 +60,7 @@ def leave_one_out(reward: Tensor, steps: int, samples: int) -> Tensor:
     rollouts (M paths of each of B images): the baseline knows how hard this very image is, which
     neither a learned b_t nor the batch mean can (Kool et al. 2019, "Buy 4 REINFORCE samples, get a
     baseline for free"). With one path per image there are no other paths: the batch mean serves."""
-    if samples < 2:
-        return batch_mean(reward, steps)
-    per_image = reward.view(samples, -1)
-    others = (per_image.sum(0, keepdim=True) - per_image) / (samples - 1)
-    return others.reshape(-1, 1).expand(-1, steps)
+    return batch_mean(reward, steps) if samples < 2 else _others_mean(reward.view(samples, -1), steps)
 
 
 def objective(out: Rollout, labels: Tensor, reinforce_weight: float = 1.0, reward: str = "correct",
