@@ -35,6 +35,7 @@ from glimpse.losses import final_reward, leave_one_out, reinforce
 def attention_terms(model, images, labels, paths: int = 1) -> dict[str, tuple[torch.Tensor, list[torch.nn.Parameter]]]:
     """name -> (the loss term that trains the attention, the attention parameters)."""
     net = model.net
+    paths = paths if net.stochastic else 1  # a deterministic kind's paths are all the same one
     out = net(images, samples=paths)
     labels = labels.repeat(paths)
     if net.kind == "hard" or getattr(net, "estimator", None) == "reinforce":
