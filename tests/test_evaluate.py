@@ -65,19 +65,31 @@ def test_evaluates_every_kind_side_by_side(checkpoints, data, tmp_path):
 
 
 @pytest.mark.slow
-def test_several_sample_counts_give_one_row_each_and_repeat_exactly(checkpoints, data, tmp_path):
+def test_several_sample_counts_give_one_row_each_and_repeat_exactly(checkpoints, data, tmp_path, monkeypatch):
     """--samples 1 4: a row per M for hard, one row for soft; the same --seed gives the same errors
-    (without the seed, two runs of a barely trained policy's M = 1 sampling disagree)."""
-    runs = []
-    for n in range(2):
-        out = tmp_path / f"rows{n}.json"
-        done = evaluate(str(checkpoints["hard"]), str(checkpoints["soft"]), "--samples", "1", "4", "--seed", "3",
-                        "--root", data, "--json", str(out))
-        assert done.returncode == 0, done.stderr
-        runs.append(json.loads(out.read_text()))
+    (without the seed, two runs of a barely trained policy's M = 1 sampling disagree), in a new process
+    and in this one; the greedy path, the same for every M, is run once per checkpoint, not once per row."""
+    from glimpse import evaluate as evaluate_module
+    from glimpse.module import GlimpseModel
+
+    greedy_batches = []
+    predict = GlimpseModel.predict_proba
+
+    def counting(self, images, *args, greedy=False, **kwargs):
+        if greedy:
+            greedy_batches.append(len(images))
+        return predict(self, images, *args, greedy=greedy, **kwargs)
+
+    args = [str(checkpoints["hard"]), str(checkpoints["soft"]), "--samples", "1", "4", "--seed", "3", "--root", data]
+    done = evaluate(*args, "--json", str(tmp_path / "rows0.json"))
+    assert done.returncode == 0, done.stderr
+    monkeypatch.setattr(GlimpseModel, "predict_proba", counting)
+    assert evaluate_module.main([*args, "--json", str(tmp_path / "rows1.json")]) == 0
+    runs = [json.loads((tmp_path / f"rows{n}.json").read_text()) for n in range(2)]
     assert [(r["kind"], r["samples"]) for r in runs[0]] == [("hard", 1), ("hard", 4), ("soft", 1)]
     assert [r["test_error"] for r in runs[0]] == [r["test_error"] for r in runs[1]]
-    assert runs[0][0]["test_error_greedy"] == runs[0][1]["test_error_greedy"]
+    assert runs[0][0]["test_error_greedy"] == runs[0][1]["test_error_greedy"] is not None
+    assert sum(greedy_batches) == 10_000, "one greedy pass over the test set for the one hard checkpoint"
 
 
 def test_other_data_set_of_another_size_is_refused(checkpoints, data):
