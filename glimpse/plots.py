@@ -30,23 +30,24 @@ def scalars(run: Path, tag: str) -> tuple[list, EventAccumulator]:
 
 
 def curve(run: Path, tag: str) -> tuple[list[int], list[float], list[float]]:
-    """(epochs 1.., values, minutes since the first point) of a scalar tag in one run folder."""
-    points, _ = scalars(run, tag)
-    start = points[0].wall_time
+    """(epochs 1.., values, minutes) of a scalar tag in one run folder. Minutes count from the run's first
+    logged scalar (the first training log, a few dozen steps in), not from the tag's first point: a soft
+    epoch can take minutes, and its first validation is no zero hour."""
+    points, events = scalars(run, tag)
+    start = min(events.Scalars(t)[0].wall_time for t in events.Tags()["scalars"])
     return list(range(1, len(points) + 1)), [p.value for p in points], [(p.wall_time - start) / 60 for p in points]
 
 
 def time_to(run: Path, tag: str, threshold: float) -> str:
-    """When a run's ``tag`` first fell to ``threshold`` or below: epoch, and minutes since its first
-    logged scalar (the first training log, a few dozen steps in); or its best value if never."""
-    points, events = scalars(run, tag)
-    start = min(events.Scalars(t)[0].wall_time for t in events.Tags()["scalars"])
-    for epoch, p in enumerate(points, 1):
-        if p.value <= threshold:
-            return f"{run}: {tag} <= {threshold:g} at epoch {epoch}, {(p.wall_time - start) / 60:.1f} min"
-    best = min(range(len(points)), key=lambda i: points[i].value)
-    return (f"{run}: {tag} never <= {threshold:g} in {len(points)} epochs "
-            f"({(points[-1].wall_time - start) / 60:.1f} min); best {points[best].value:.4g} at epoch {best + 1}")
+    """When a run's ``tag`` first fell to ``threshold`` or below: epoch, and minutes as in ``curve``;
+    or its best value if never."""
+    _, values, minutes = curve(run, tag)
+    for epoch, (value, minute) in enumerate(zip(values, minutes), 1):
+        if value <= threshold:
+            return f"{run}: {tag} <= {threshold:g} at epoch {epoch}, {minute:.1f} min"
+    best = min(range(len(values)), key=values.__getitem__)
+    return (f"{run}: {tag} never <= {threshold:g} in {len(values)} epochs "
+            f"({minutes[-1]:.1f} min); best {values[best]:.4g} at epoch {best + 1}")
 
 
 def cost_figure(rows: list[dict]):
@@ -76,7 +77,7 @@ def curves_figure(runs: list[Path], tag: str):
     by_epoch.set(xlabel="epoch", ylabel=f"{tag} (%)", yscale="log")
     by_epoch.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))  # 2, not 2x10^0
     by_epoch.yaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
-    by_time.set(xlabel="wall-clock minutes (from the first validation)")
+    by_time.set(xlabel="wall-clock minutes (from the first training log)")
     by_epoch.legend()
     for ax in (by_epoch, by_time):
         ax.grid(True, which="both", alpha=0.3)

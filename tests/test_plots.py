@@ -9,6 +9,7 @@ import sys
 import pytest
 from PIL import Image
 
+from glimpse.plots import curve
 from glimpse.plots import main as plots
 from tests.conftest import REPO
 
@@ -54,6 +55,7 @@ def test_time_to_a_threshold_from_real_event_files(tmp_path, capsys):
             writer.add_scalar("val/error", error, epoch, walltime=1000.0 + 60 * minute)
     plots([str(run), "--reach", "0.012"])
     assert capsys.readouterr().out.strip() == f"{run}: val/error <= 0.012 at epoch 3, 3.5 min"
+    assert curve(run, "val/error")[2] == [1, 2, 3.5, 5], "the figure's minutes count from the first training log too"
     plots([str(run), "--reach", "0.01"])
     assert "never <= 0.01 in 4 epochs (5.0 min); best 0.011 at epoch 3" in capsys.readouterr().out
     with pytest.raises(SystemExit):
