@@ -13,6 +13,7 @@ from pathlib import Path
 
 import matplotlib
 import matplotlib.ticker
+import numpy
 
 matplotlib.use("Agg")  # files only, no screen
 import matplotlib.pyplot as plt  # noqa: E402
@@ -42,8 +43,9 @@ def time_to(run: Path, tag: str, threshold: float) -> str:
     """When a run's ``tag`` first fell to ``threshold`` or below: epoch, and minutes as in ``curve``;
     or its best value if never."""
     _, values, minutes = curve(run, tag)
+    limit = float(numpy.float32(threshold))  # logs keep float32: 60 errors in 5,000 read back a hair above 0.012
     for epoch, (value, minute) in enumerate(zip(values, minutes), 1):
-        if value <= threshold:
+        if value <= limit:
             return f"{run}: {tag} <= {threshold:g} at epoch {epoch}, {minute:.1f} min"
     best = min(range(len(values)), key=values.__getitem__)
     return (f"{run}: {tag} never <= {threshold:g} in {len(values)} epochs "
