@@ -60,12 +60,15 @@ class AttentionPictures(L.Callback):
 
 
 class EpochSeed(L.Callback):
-    """Reseeds every random generator at the start of each training epoch from (seed, epoch).
+    """Reseeds every random generator at the start of each training epoch from (seed, epoch), and
+    at the start of testing from the seed alone.
 
     Why: an epoch's batch order, canvases and sampled glimpses then depend only on the weights and
     the epoch number, not on what ran before (a sanity check, a crash), so a run resumed from an
-    epoch-end checkpoint continues exactly as the uninterrupted run would have. The seed is the
-    one given to ``seed_everything`` (the CLI's ``--seed_everything``).
+    epoch-end checkpoint continues exactly as the uninterrupted run would have. The test's sampled
+    glimpses likewise depend only on the tested weights, also when a run killed after its last
+    checkpoint is resumed and only tests. The seed is the one given to ``seed_everything`` (the
+    CLI's ``--seed_everything``).
     """
 
     def __init__(self):
@@ -77,3 +80,6 @@ class EpochSeed(L.Callback):
 
     def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         L.seed_everything((self.base * 100_003 + trainer.current_epoch) % 2**32, workers=True, verbose=False)
+
+    def on_test_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        L.seed_everything(self.base % 2**32, workers=True, verbose=False)

@@ -54,6 +54,15 @@ def test_killed_run_resumes_to_the_same_result(cli, data, tmp_path):
     assert final_metrics(resumed) == whole
 
 
+@pytest.mark.slow
+def test_run_killed_after_training_tests_the_same(cli):
+    """A kill between the last checkpoint and the end of testing: resuming only re-tests, with the same draws."""
+    whole = final_metrics(cli("--attention", "hard", *SHORT, "--trainer.logger.init_args.name=done"))
+    again = cli("--attention", "hard", *SHORT, "--trainer.logger.init_args.name=done", "--ckpt_path", "last")
+    assert again.trainer.current_epoch == 3
+    assert final_metrics(again) == whole
+
+
 class PoisonAt(L.Callback):
     """Makes the loss non-finite from global step 7 on (the second epoch of 5 steps)."""
 
