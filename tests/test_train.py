@@ -19,6 +19,14 @@ def test_fast_dev_run(cli, kind):
     assert torch.isfinite(torch.tensor(run.trainer.callback_metrics["test/loss"].item()))
 
 
+@pytest.mark.parametrize("kind", ["hard", "soft", "choice"])
+def test_bfloat16_autocast_trains_and_tests(cli, kind):
+    """`--trainer.precision bf16-mixed` (faster on CPUs with AVX-512 BF16) must run every stage of every kind."""
+    run = cli("--attention", kind, "--trainer.fast_dev_run=true", "--trainer.precision=bf16-mixed")
+    assert run.trainer.precision == "bf16-mixed"
+    assert torch.isfinite(torch.tensor(run.trainer.callback_metrics["test/loss"].item()))
+
+
 def test_config_files_and_overrides_compose(cli):
     run = cli("--config", str(REPO / "configs/cluttered60.yaml"), "--attention", "soft", "--model.glimpses", "4",
               "--data.fragments", "6", "--trainer.fast_dev_run=true")
