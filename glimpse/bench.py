@@ -90,7 +90,7 @@ def measure(kind: str, name: str, canvas: int | None, steps: int, warmup: int, b
     return {"kind": kind, "setting": name, "canvas": data.image_size, "glimpses": model.hparams.glimpses,
             "train_img_s": timer.images / timer.seconds, "eval_img_s": reps * len(images) / eval_seconds,
             "eval_samples": samples, "peak_mib": peak / 2**20, "pixels": cost["pixels"], "macs": cost["macs"],
-            "device": str(device), "precision": precision}
+            "device": str(device), "precision": trainer.precision}  # what Lightning ran (16-mixed on CPU runs bf16)
 
 
 def main(argv: list[str] | None = None) -> None:
