@@ -44,6 +44,20 @@ class GlimpseCLI(LightningCLI):
             logger.init_args.name = f"{dataset}-{config.model.attention}"
         self.resolve_resume(config)
 
+    def instantiate_classes(self) -> None:
+        """As LightningCLI's, but a setting refused by a class that jsonargparse builds itself (a
+        callback added with ``--trainer.callbacks+=``) is raised as our one-line ``ConfigError``,
+        not inside jsonargparse's list of every type the value failed to match."""
+        try:
+            super().instantiate_classes()
+        except ValueError as exc:
+            cause = exc
+            while cause is not None and not isinstance(cause, ConfigError):
+                cause = cause.__cause__ or cause.__context__
+            if cause is None or cause is exc:
+                raise
+            raise ConfigError(str(cause)) from exc
+
     @staticmethod
     def resolve_resume(config) -> None:
         """Check ``--ckpt_path`` before anything runs, and resume into the run it came from.

@@ -51,6 +51,7 @@ BAD = [  # (arguments, text the message must contain)
     (["--config=configs/cluttered60.yaml", "--data.shift=2"], "data.shift=2"),
     (["--data.val_size=60000"], "data.val_size=60000"),
     (["--config=configs/cluttered60.yaml", "--model.scales=4"], "scales=4"),  # 96px glimpse on 60x60
+    (["--trainer.callbacks+=glimpse.callbacks.WeightEMA", "--trainer.callbacks.decay=1"], "WeightEMA.decay=1"),
     (["--model.nonsense=1"], "nonsense"),
 ]
 
