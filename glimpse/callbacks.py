@@ -92,8 +92,9 @@ class WeightEMA(EMAWeightAveraging):
     """Validates, checkpoints and tests an exponential moving average of the weights.
 
     Why: the hard model's validation error jitters from epoch to epoch with the policy's sampled
-    updates; an average over the last ~1/(1 - decay) steps is a cheaper way to the low error that
-    otherwise comes only as the learning rate anneals. Training itself runs on the raw weights.
+    updates; an average over the last ~1/(1 - decay) steps removes most of that and lowers the error
+    in the middle of a run (not at its end, where the annealed learning rate has already stilled the
+    weights; docs/results.md, "Time to accuracy"). Training itself runs on the raw weights.
 
     Lightning's ``EMAWeightAveraging`` does the averaging (validation swaps the average in; saved
     checkpoints hold it as their weights, so ``glimpse.evaluate`` tests it too). One change: when
