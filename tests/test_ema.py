@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from glimpse.checkpoints import load_model
+from tests.test_resume import final_metrics
 
 EMA = ["--trainer.callbacks+=glimpse.callbacks.WeightEMA", "--trainer.callbacks.decay=0.9"]
 SHORT = ["--attention=hard", "--trainer.max_epochs=2", "--trainer.limit_train_batches=8", "--trainer.limit_val_batches=2",
@@ -59,5 +60,4 @@ def test_a_cut_run_resumes_to_the_same_average(cli):
     assert resumed.trainer.current_epoch == 2
     a, b = weights(whole.model), weights(resumed.model)
     assert all(torch.equal(a[k], b[k]) for k in a)
-    metrics = lambda run: {k: float(v) for k, v in run.trainer.callback_metrics.items() if k.startswith(("val/", "test/"))}
-    assert metrics(whole) == metrics(resumed)
+    assert final_metrics(whole) == final_metrics(resumed)
