@@ -106,9 +106,9 @@ def test_sgd_with_momentum(cli):
 def test_stop_at_a_validation_error_as_the_time_to_accuracy_runs_do(cli):
     """docs/results.md times runs to 1.2 % by stopping them with EarlyStopping on ``val_error``; that name must stay."""
     stop = ["--trainer.callbacks+=EarlyStopping", "--trainer.callbacks.monitor=val_error", "--trainer.callbacks.patience=1000"]
-    short = [a for a in SHORT if not a.startswith("--trainer.max_epochs")]
-    run = cli("--attention", "hard", *short, "--trainer.max_epochs=3", *stop, "--trainer.callbacks.stopping_threshold=1.01")
+    three = ["--attention", "hard", *SHORT, "--trainer.max_epochs=3"]  # the later max_epochs wins over SHORT's
+    run = cli(*three, *stop, "--trainer.callbacks.stopping_threshold=1.01")
     assert run.trainer.current_epoch == 1, "an error below 101 % stops after the first epoch"
-    run = cli("--attention", "hard", *short, "--trainer.max_epochs=3", *stop, "--trainer.callbacks.stopping_threshold=0",
+    run = cli(*three, *stop, "--trainer.callbacks.stopping_threshold=0",
               "--trainer.logger.init_args.name=unreached")
     assert run.trainer.current_epoch == 3, "an error below 0 is never reached: all three epochs run"
