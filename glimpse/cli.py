@@ -24,18 +24,29 @@ class GlimpseCLI(LightningCLI):
         parser.add_argument("--ckpt_path", type=Optional[str], default=None,
                             help="resume training from this checkpoint ('last' for the run's last one)")
         parser.link_arguments("data.image_size", "model.image_size", apply_on="instantiate")
+        # Two checkpoint callbacks: the best by validation error, and last.ckpt after every epoch.
+        # Lightning 2.6's save_last writes only beside a new best, which would resume a killed run
+        # from its best epoch, however long ago that was. The best one is added first, so it is
+        # ``trainer.checkpoint_callback`` (the one ``test(ckpt_path="best")`` uses).
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(ModelCheckpoint, "last")
         parser.add_lightning_class_args(AttentionPictures, "pictures")
         parser.set_defaults({
             "checkpoint.monitor": "val/error",
             "checkpoint.mode": "min",
-            "checkpoint.save_last": True,
+            "checkpoint.save_last": False,
             "checkpoint.filename": "best-epoch{epoch:03d}",
             "checkpoint.auto_insert_metric_name": False,
+            "last.monitor": None,
+            "last.save_top_k": 1,
+            "last.filename": "last",
+            "last.enable_version_counter": False,
         })
 
     def before_instantiate_classes(self) -> None:
         config = self.config
+        require(not config.checkpoint.save_last, "checkpoint.save_last", config.checkpoint.save_last,
+                "false: last.ckpt is written after every epoch by the 'last' checkpoint (its settings are --last.*)")
         if config.attention is not None:
             config.model.attention = config.attention
         logger = config.trainer.logger

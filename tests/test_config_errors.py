@@ -52,6 +52,7 @@ BAD = [  # (arguments, text the message must contain)
     (["--data.val_size=60000"], "data.val_size=60000"),
     (["--config=configs/cluttered60.yaml", "--model.scales=4"], "scales=4"),  # 96px glimpse on 60x60
     (["--trainer.callbacks+=glimpse.callbacks.WeightEMA", "--trainer.callbacks.decay=1"], "WeightEMA.decay=1"),
+    (["--checkpoint.save_last=true"], "checkpoint.save_last=True"),  # last.ckpt is the 'last' group's
     (["--model.nonsense=1"], "nonsense"),
 ]
 

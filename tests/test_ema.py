@@ -3,6 +3,8 @@ and a run cut after an epoch resumes to the same average."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import lightning as L
 import pytest
 import torch
@@ -39,7 +41,7 @@ def weights(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 def test_the_average_is_validated_saved_and_tested(cli):
     run = cli(*SHORT, *EMA, "--trainer.callbacks+=tests.test_ema.Probe")
     probe = next(c for c in run.trainer.callbacks if isinstance(c, Probe))
-    last = torch.load(run.trainer.checkpoint_callback.last_model_path, map_location="cpu", weights_only=True)
+    last = torch.load(Path(run.trainer.checkpoint_callback.dirpath) / "last.ckpt", map_location="cpu", weights_only=True)
     average, raw = last["state_dict"], last["current_model_state"]
     assert any(not torch.equal(average[k], raw[k]) for k in raw), "the saved average equals the raw weights"
     assert all(torch.equal(probe.validated[k], average[k]) for k in average), "validation did not run on the average"

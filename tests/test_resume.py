@@ -63,6 +63,18 @@ def test_run_killed_after_training_tests_the_same(cli):
     assert final_metrics(again) == whole
 
 
+def test_last_checkpoint_is_the_last_epoch_even_when_the_best_is_older(cli, tmp_path):
+    """Lightning 2.6 writes ``save_last`` only beside a new best; ours is every epoch's, so a run killed
+    long after its best resumes where it stopped. Monitoring ``epoch`` (mode min) makes epoch 0 the only best."""
+    cli("--attention", "soft", "--trainer.max_epochs=3", "--trainer.limit_train_batches=2",
+        "--trainer.limit_val_batches=1", "--data.eval_batch_size=250", "--checkpoint.monitor=epoch")
+    saved = {p.name: p for p in (tmp_path / "runs").rglob("*.ckpt")}
+    assert set(saved) == {"best-epoch000.ckpt", "last.ckpt"}, saved
+    assert load_model(saved["best-epoch000.ckpt"])[1]["epoch"] == 0
+    _, last = load_model(saved["last.ckpt"])
+    assert (last["epoch"], last["global_step"]) == (2, 6)
+
+
 class PoisonAt(L.Callback):
     """Makes the loss non-finite from global step 7 on (the second epoch of 5 steps)."""
 
