@@ -25,6 +25,7 @@ import torch
 from glimpse.checkpoints import CheckpointError, load_model, saved_arguments
 from glimpse.checks import ConfigError
 from glimpse.data import GlimpseData
+from glimpse.data.canvas import DIGIT
 from glimpse.draw import save_pictures
 from glimpse.module import GlimpseModel
 
@@ -67,10 +68,21 @@ def evaluate(model: GlimpseModel, data: GlimpseData, samples: int, greedy: bool 
     }
 
 
+def on_digit(locations: torch.Tensor, corners: torch.Tensor, size: int) -> torch.Tensor:
+    """Whether each glimpse centre lies on the digit's 28x28 box: locations (B, T, 2) in [-1, 1],
+    corners (B, 2) the digit's top-left (x, y) in pixels of a ``size`` canvas -> (B, T) bool."""
+    pixels = (locations + 1) * (size / 2)  # continuous pixel coordinates, 0 at the left/top edge
+    offset = pixels - corners[:, None].to(pixels)
+    return ((offset >= 0) & (offset < DIGIT)).all(-1)
+
+
 @torch.no_grad()
-def where_it_looks(model: GlimpseModel, images: torch.Tensor) -> list[dict]:
+def where_it_looks(model: GlimpseModel, images: torch.Tensor, labels: torch.Tensor, corners: torch.Tensor) -> dict:
     """Per step, on the greedy path: mean location (x, y), its spread over images, the share of
-    images looking at the border (|x| or |y| > 0.9), and the mean norm of the core state h_t.
+    images looking at the border (|x| or |y| > 0.9), the share looking at the digit (the glimpse
+    centre on its 28x28 box), and the mean norm of the core state h_t. Per image: whether the path
+    was on the digit at any step, and the greedy error where it was and where it was not, which
+    tells a digit never found from a digit found and misread.
 
     The state norm is there because a growing state saturates the hard policy's tanh mean and
     pushes late glimpses to the border (see docs/results.md).
@@ -78,12 +90,22 @@ def where_it_looks(model: GlimpseModel, images: torch.Tensor) -> list[dict]:
     norms = []
     hook = model.net.core.register_forward_hook(lambda _m, _i, out: norms.append(out[0].norm(dim=-1).mean().item()))
     try:
-        loc = model.net(images, greedy=True).locations  # (B, T, 2); soft: the expected location
+        out = model.net(images, greedy=True)  # soft: the expected location
     finally:
         hook.remove()
-    return [{"step": t + 1, "x": loc[:, t, 0].mean().item(), "y": loc[:, t, 1].mean().item(),
-             "spread": loc[:, t].std(0).mean().item(), "border": (loc[:, t].abs() > 0.9).any(-1).float().mean().item(),
-             "state_norm": norms[t]} for t in range(loc.shape[1])]
+    loc, wrong = out.locations, out.logits.argmax(-1) != labels
+    on = on_digit(loc, corners, images.shape[-1])  # (B, T)
+    found = on.any(1)
+    steps = [{"step": t + 1, "x": loc[:, t, 0].mean().item(), "y": loc[:, t, 1].mean().item(),
+              "spread": loc[:, t].std(0).mean().item(), "border": (loc[:, t].abs() > 0.9).any(-1).float().mean().item(),
+              "on_digit": on[:, t].float().mean().item(), "state_norm": norms[t]} for t in range(loc.shape[1])]
+
+    def error(mask: torch.Tensor) -> float | None:
+        return wrong[mask].float().mean().item() if mask.any() else None
+
+    return {"steps": steps, "found": {"images": len(labels), "share": found.float().mean().item(),
+                                      "error_greedy": wrong.float().mean().item(), "error_found": error(found),
+                                      "error_missed": error(~found)}}
 
 
 def first_images(data: GlimpseData, count: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -98,10 +120,13 @@ def first_images(data: GlimpseData, count: int) -> tuple[torch.Tensor, torch.Ten
     return torch.cat(images)[:count], torch.cat(labels)[:count]
 
 
-def steps_text(steps: list[dict]) -> str:
-    lines = ["  step      x      y  spread  border  |h|"]
-    lines += [f"  {s['step']:>4} {s['x']:>6.2f} {s['y']:>6.2f} {s['spread']:>7.2f} {s['border']:>7.2f} {s['state_norm']:>5.1f}"
-              for s in steps]
+def looks_text(looks: dict) -> str:
+    lines = ["  step      x      y  spread  border  digit  |h|"]
+    lines += [f"  {s['step']:>4} {s['x']:>6.2f} {s['y']:>6.2f} {s['spread']:>7.2f} {s['border']:>7.2f} {s['on_digit']:>6.2f}"
+              f" {s['state_norm']:>5.1f}" for s in looks["steps"]]
+    f = {k: v if k == "images" else "-" if v is None else f"{100 * v:.2f} %" for k, v in looks["found"].items()}
+    lines.append(f"  on the digit at some step: {f['share']} of {f['images']} images; greedy error {f['error_greedy']}: "
+                 f"{f['error_found']} of those, {f['error_missed']} of the rest")
     return "\n".join(lines)
 
 
@@ -131,7 +156,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                              "with several checkpoints, OUT-<n>.png")
     parser.add_argument("--count", type=int, default=8, help="test images to draw")
     parser.add_argument("--locations", type=int, metavar="N",
-                        help="print where the model looks, per step, on the first N test images (greedy path)")
+                        help="print where the model looks, per step, on the first N test images (greedy path), "
+                             "and how often it finds the digit")
     parser.add_argument("--verbose", action="store_true", help="show tracebacks")
     args = parser.parse_args(argv)
     for name in ("samples", "batch_size", "count", "locations"):
@@ -159,8 +185,10 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append({"checkpoint": str(path), **row})
                 print(row_text(path, row), flush=True)
             if args.locations:
-                rows[-1]["steps"] = where_it_looks(model, first_images(data, args.locations)[0])
-                print(steps_text(rows[-1]["steps"]), flush=True)
+                corners = data.test_set.positions[: args.locations]  # the digits' top-left (x, y), in loader order
+                looks = where_it_looks(model, *first_images(data, args.locations), corners)
+                rows[-1].update(looks)
+                print(looks_text(looks), flush=True)
             if args.trajectories:
                 out = args.trajectories if len(args.checkpoints) == 1 else \
                     args.trajectories.with_name(f"{args.trajectories.stem}-{n}{args.trajectories.suffix}")

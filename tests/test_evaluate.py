@@ -56,12 +56,36 @@ def test_evaluates_every_kind_side_by_side(checkpoints, data, tmp_path):
         assert all(-1 <= s["x"] <= 1 and -1 <= s["y"] <= 1 and 0 <= s["border"] <= 1 and s["state_norm"] > 0
                    for s in row["steps"])
     assert rows[0]["steps"][0]["x"] == rows[0]["steps"][0]["spread"] == 0  # hard starts at the centre
+    assert rows[0]["steps"][0]["on_digit"] == 1  # ... and on 28x28 MNIST the digit's box is the whole image
+    for row in rows:  # --locations: how often the path found the digit, and the error with and without
+        found = row["found"]
+        assert found["images"] == 50 and 0 <= found["share"] <= 1 and all(0 <= s["on_digit"] <= 1 for s in row["steps"])
+        parts = [(found["share"], found["error_found"]), (1 - found["share"], found["error_missed"])]
+        assert found["error_greedy"] == pytest.approx(sum(w * e for w, e in parts if e is not None), abs=1e-6)
     for n in range(3):
         still = Image.open(tmp_path / f"looks-{n}.png")
         assert still.size == (3 * 170 + 2, 4 * 170 + 2)
         movie = Image.open(tmp_path / f"looks-{n}.gif")
         assert movie.n_frames == 3, "one frame per step"
-    assert len(done.stdout.strip().splitlines()) == 1 + 3 * (1 + 4 + 1)  # header; row, steps table, "drawn:"
+    assert len(done.stdout.strip().splitlines()) == 1 + 3 * (1 + 4 + 1 + 1)  # header; row, steps, found, "drawn:"
+
+
+def test_on_digit_matches_where_the_data_put_the_digit(data):
+    """The digit's pixels on a blank canvas are on its box; the same spot 28 pixels away is not."""
+    from glimpse.data import GlimpseData
+    from glimpse.evaluate import on_digit
+
+    canvases = GlimpseData("translated", root=data, canvas=60)
+    canvases.setup("test")
+    images, corners = canvases.test_set.images[:50], canvases.test_set.positions[:50]
+    brightest = images.flatten(1).argmax(1)
+    rows, cols = brightest // 60, brightest % 60
+    loc = torch.stack([(cols + 0.5) / 30 - 1, (rows + 0.5) / 30 - 1], -1)[:, None]  # (B, 1, 2) pixel centres
+    assert on_digit(loc, corners, 60).all()
+    for shift in ([28 / 30, 0], [0, -28 / 30]):
+        assert not on_digit(loc + torch.tensor(shift), corners, 60).any()
+    edges = torch.tensor([[[-0.5, -0.25], [0.375, -0.25], [-0.515625, 0.0]]])  # x = 16, 44, 15.5 px on 64
+    assert on_digit(edges, torch.tensor([[16, 24]]), 64).tolist() == [[True, False, False]]  # the box is [16, 44)
 
 
 @pytest.mark.slow
