@@ -26,7 +26,7 @@ from glimpse.checkpoints import CheckpointError, load_model, saved_arguments
 from glimpse.checks import ConfigError
 from glimpse.data import GlimpseData
 from glimpse.data.canvas import DIGIT
-from glimpse.draw import save_pictures
+from glimpse.draw import save_pictures, to_pixels
 from glimpse.module import GlimpseModel
 
 
@@ -71,7 +71,7 @@ def evaluate(model: GlimpseModel, data: GlimpseData, samples: int, greedy: bool 
 def on_digit(locations: torch.Tensor, corners: torch.Tensor, size: int) -> torch.Tensor:
     """Whether each glimpse centre lies on the digit's 28x28 box: locations (B, T, 2) in [-1, 1],
     corners (B, 2) the digit's top-left (x, y) in pixels of a ``size`` canvas -> (B, T) bool."""
-    pixels = (locations + 1) * (size / 2)  # continuous pixel coordinates, 0 at the left/top edge
+    pixels = to_pixels(locations, size, zoom=1)  # continuous pixel coordinates, 0 at the left/top edge
     offset = pixels - corners[:, None].to(pixels)
     return ((offset >= 0) & (offset < DIGIT)).all(-1)
 
