@@ -100,12 +100,39 @@ def where_it_looks(model: GlimpseModel, images: torch.Tensor, labels: torch.Tens
               "spread": loc[:, t].std(0).mean().item(), "border": (loc[:, t].abs() > 0.9).any(-1).float().mean().item(),
               "on_digit": on[:, t].float().mean().item(), "state_norm": norms[t]} for t in range(loc.shape[1])]
 
+    split = split_by_found(found, wrong)
+    return {"steps": steps, "found": {"images": len(labels), "share": split["share"], "error_greedy": split["error"],
+                                      "error_found": split["error_found"], "error_missed": split["error_missed"]}}
+
+
+def split_by_found(found: torch.Tensor, wrong: torch.Tensor) -> dict:
+    """found, wrong (B,) bool -> the share found, the error, and the error among found and among missed images
+    (None where there are none)."""
+
     def error(mask: torch.Tensor) -> float | None:
         return wrong[mask].float().mean().item() if mask.any() else None
 
-    return {"steps": steps, "found": {"images": len(labels), "share": found.float().mean().item(),
-                                      "error_greedy": wrong.float().mean().item(), "error_found": error(found),
-                                      "error_missed": error(~found)}}
+    return {"share": found.float().mean().item(), "error": wrong.float().mean().item(),
+            "error_found": error(found), "error_missed": error(~found)}
+
+
+@torch.no_grad()
+def sampled_search(model: GlimpseModel, images: torch.Tensor, labels: torch.Tensor, corners: torch.Tensor,
+                   samples: int, batch_size: int = 1000) -> dict:
+    """The search of M sampled paths per image (hard, choice): the share of images where the first path
+    was on the digit at some step, where some of the M paths was, and the M-averaged error split by
+    the latter. Tells whether averaging M paths gains by finding digits that one path misses."""
+    chunk = max(1, batch_size // samples)  # M rollouts per image: keep a pass near batch_size rollouts
+    ons, wrong = [], []
+    for start in range(0, len(labels), chunk):
+        x, y = images[start:start + chunk], labels[start:start + chunk]
+        out = model.net(x, samples=samples)
+        on = on_digit(out.locations, corners[start:start + chunk].repeat(samples, 1), x.shape[-1])
+        ons.append(on.view(samples, len(y), -1).any(-1))  # (M, b): path m on the digit at some step
+        wrong.append(out.logits.softmax(-1).view(samples, len(y), -1).mean(0).argmax(-1) != y)
+    on = torch.cat(ons, 1)
+    split = split_by_found(on.any(0), torch.cat(wrong))
+    return {"images": len(labels), "samples": samples, "share_one": on[0].float().mean().item(), **split}
 
 
 def first_images(data: GlimpseData, count: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -127,6 +154,11 @@ def looks_text(looks: dict) -> str:
     f = {k: v if k == "images" else "-" if v is None else f"{100 * v:.2f} %" for k, v in looks["found"].items()}
     lines.append(f"  on the digit at some step: {f['share']} of {f['images']} images; greedy error {f['error_greedy']}: "
                  f"{f['error_found']} of those, {f['error_missed']} of the rest")
+    if "sampled" in looks:
+        s = {k: v if k in ("images", "samples") else "-" if v is None else f"{100 * v:.2f} %"
+             for k, v in looks["sampled"].items()}
+        lines.append(f"  sampled paths, M = {s['samples']}: the first on the digit for {s['share_one']}, some path for "
+                     f"{s['share']}; M-averaged error {s['error']}: {s['error_found']} of those, {s['error_missed']} of the rest")
     return "\n".join(lines)
 
 
@@ -157,7 +189,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--count", type=int, default=8, help="test images to draw")
     parser.add_argument("--locations", type=int, metavar="N",
                         help="print where the model looks, per step, on the first N test images (greedy path), "
-                             "and how often it finds the digit")
+                             "and how often it finds the digit, on the greedy path and on some of M sampled paths "
+                             "(hard, choice; M the largest --samples)")
     parser.add_argument("--verbose", action="store_true", help="show tracebacks")
     args = parser.parse_args(argv)
     for name in ("samples", "batch_size", "count", "locations"):
@@ -186,7 +219,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(row_text(path, row), flush=True)
             if args.locations:
                 corners = data.test_set.positions[: args.locations]  # the digits' top-left (x, y), in loader order
-                looks = where_it_looks(model, *first_images(data, args.locations), corners)
+                images, labels = first_images(data, args.locations)
+                looks = where_it_looks(model, images, labels, corners)
+                if model.net.stochastic:  # the largest M asked for, seeded as the rows are
+                    torch.manual_seed(args.seed)
+                    looks["sampled"] = sampled_search(model, images, labels, corners, max(counts), args.batch_size)
                 rows[-1].update(looks)
                 print(looks_text(looks), flush=True)
             if args.trajectories:

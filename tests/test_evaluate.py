@@ -62,12 +62,17 @@ def test_evaluates_every_kind_side_by_side(checkpoints, data, tmp_path):
         assert found["images"] == 50 and 0 <= found["share"] <= 1 and all(0 <= s["on_digit"] <= 1 for s in row["steps"])
         parts = [(found["share"], found["error_found"]), (1 - found["share"], found["error_missed"])]
         assert found["error_greedy"] == pytest.approx(sum(w * e for w, e in parts if e is not None), abs=1e-6)
+    assert [("sampled" in row, row["sampled"]["samples"] if "sampled" in row else None) for row in rows] == \
+        [(True, 2), (False, None), (True, 2)]  # the search of M sampled paths: hard and choice only
+    for row in (rows[0], rows[2]):
+        assert row["sampled"]["images"] == 50 and row["sampled"]["share_one"] == row["sampled"]["share"] == 1
     for n in range(3):
         still = Image.open(tmp_path / f"looks-{n}.png")
         assert still.size == (3 * 170 + 2, 4 * 170 + 2)
         movie = Image.open(tmp_path / f"looks-{n}.gif")
         assert movie.n_frames == 3, "one frame per step"
-    assert len(done.stdout.strip().splitlines()) == 1 + 3 * (1 + 4 + 1 + 1)  # header; row, steps, found, "drawn:"
+    # header; per checkpoint: row, steps, found, "drawn:"; hard and choice: sampled paths
+    assert len(done.stdout.strip().splitlines()) == 1 + 3 * (1 + 4 + 1 + 1) + 2
 
 
 def test_on_digit_matches_where_the_data_put_the_digit(data):
@@ -86,6 +91,30 @@ def test_on_digit_matches_where_the_data_put_the_digit(data):
         assert not on_digit(loc + torch.tensor(shift), corners, 60).any()
     edges = torch.tensor([[[-0.5, -0.25], [0.375, -0.25], [-0.515625, 0.0]]])  # x = 16, 44, 15.5 px on 64
     assert on_digit(edges, torch.tensor([[16, 24]]), 64).tolist() == [[True, False, False]]  # the box is [16, 44)
+
+
+def test_sampled_search_counts_what_some_path_found():
+    """On 60x60, a digit over the centre is found by every path's first glimpse; one in the top-left
+    corner only by the paths that wander there, more often by some of ten paths than by the first;
+    the M-averaged error is the same as predict_proba's and splits over found and missed images."""
+    from glimpse.evaluate import sampled_search
+    from glimpse.module import GlimpseModel
+
+    torch.manual_seed(0)
+    model = GlimpseModel("hard", image_size=60, glimpses=3, patch=12, std=1.0).eval()
+    images, labels = torch.rand(200, 1, 60, 60), torch.arange(200) % 10
+    centre, corner = torch.full((200, 2), 16), torch.zeros(200, 2, dtype=torch.long)  # boxes [16, 44) and [0, 28)
+    torch.manual_seed(1)
+    over = sampled_search(model, images, labels, centre, samples=10, batch_size=2000)
+    assert over["share_one"] == over["share"] == 1 and over["error_missed"] is None
+    torch.manual_seed(1)
+    away = sampled_search(model, images, labels, corner, samples=10, batch_size=2000)
+    assert 0 < away["share_one"] < away["share"] < 1
+    torch.manual_seed(1)
+    wrong = (model.predict_proba(images, samples=10).argmax(-1) != labels).float().mean().item()
+    assert away["error"] == pytest.approx(wrong)  # one chunk of all 200 images: the same draws as predict_proba
+    parts = [(away["share"], away["error_found"]), (1 - away["share"], away["error_missed"])]
+    assert away["error"] == pytest.approx(sum(w * e for w, e in parts), abs=1e-6)
 
 
 @pytest.mark.slow
