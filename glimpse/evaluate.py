@@ -147,16 +147,20 @@ def first_images(data: GlimpseData, count: int) -> tuple[torch.Tensor, torch.Ten
     return torch.cat(images)[:count], torch.cat(labels)[:count]
 
 
+def percents(shares: dict) -> dict:
+    """Shares and errors as text in per cent; counts as they are; "-" for an error over no images."""
+    return {k: v if k in ("images", "samples") else "-" if v is None else f"{100 * v:.2f} %" for k, v in shares.items()}
+
+
 def looks_text(looks: dict) -> str:
     lines = ["  step      x      y  spread  border  digit  |h|"]
     lines += [f"  {s['step']:>4} {s['x']:>6.2f} {s['y']:>6.2f} {s['spread']:>7.2f} {s['border']:>7.2f} {s['on_digit']:>6.2f}"
               f" {s['state_norm']:>5.1f}" for s in looks["steps"]]
-    f = {k: v if k == "images" else "-" if v is None else f"{100 * v:.2f} %" for k, v in looks["found"].items()}
+    f = percents(looks["found"])
     lines.append(f"  on the digit at some step: {f['share']} of {f['images']} images; greedy error {f['error_greedy']}: "
                  f"{f['error_found']} of those, {f['error_missed']} of the rest")
     if "sampled" in looks:
-        s = {k: v if k in ("images", "samples") else "-" if v is None else f"{100 * v:.2f} %"
-             for k, v in looks["sampled"].items()}
+        s = percents(looks["sampled"])
         lines.append(f"  sampled paths, M = {s['samples']}: the first on the digit for {s['share_one']}, some path for "
                      f"{s['share']}; M-averaged error {s['error']}: {s['error_found']} of those, {s['error_missed']} of the rest")
     return "\n".join(lines)
