@@ -3,6 +3,7 @@
     python -m glimpse.evaluate runs/mnist-hard/version_0/checkpoints/best-*.ckpt runs/mnist-soft/.../last.ckpt
     python -m glimpse.evaluate CKPT --samples 20 --json results.json --trajectories looks.png
     python -m glimpse.evaluate CKPT --samples 1 2 5 10 20     # one row per M: what averaging buys
+    python -m glimpse.evaluate CKPT --split val --std 0.3     # choose settings on validation images
 
 Each checkpoint is rebuilt from the hyperparameters saved in it (no config to repeat) and tested on
 the data set it was trained on, or on ``--dataset`` (with ``--canvas``/``--fragments``) where the
@@ -21,6 +22,7 @@ import traceback
 from pathlib import Path
 
 import torch
+from torch.utils.data import DataLoader
 
 from glimpse.checkpoints import CheckpointError, load_model, saved_arguments
 from glimpse.checks import ConfigError
@@ -43,14 +45,19 @@ def test_data(ckpt: dict, args: argparse.Namespace, model: GlimpseModel) -> Glim
     return data
 
 
-@torch.no_grad()
-def evaluate(model: GlimpseModel, data: GlimpseData, samples: int, greedy: bool = True) -> dict:
-    """Test error (M samples; greedy too when stochastic and asked: it does not depend on M), images/s of
-    the M-sample pass."""
+def loader(data: GlimpseData, split: str) -> DataLoader:
+    """The test images, or the validation images (to choose settings on without looking at the test set)."""
     data.prepare_data()
-    data.setup("test")
+    data.setup("test")  # builds both splits
+    return data.val_dataloader() if split == "val" else data.test_dataloader()
+
+
+@torch.no_grad()
+def evaluate(model: GlimpseModel, data: GlimpseData, samples: int, greedy: bool = True, split: str = "test") -> dict:
+    """Error on ``split`` (M samples; greedy too when stochastic and asked: it does not depend on M), images/s
+    of the M-sample pass."""
     wrong, wrong_greedy, seen, seconds = 0, 0, 0, 0.0
-    for images, labels in data.test_dataloader():
+    for images, labels in loader(data, split):
         start = time.perf_counter()
         probs = model.predict_proba(images, samples if model.net.stochastic else 1)
         seconds += time.perf_counter() - start
@@ -61,7 +68,8 @@ def evaluate(model: GlimpseModel, data: GlimpseData, samples: int, greedy: bool 
     h, cost = data.hparams, model.net.cost()
     name = h.dataset if h.dataset == "mnist" else f"{h.dataset}{h.canvas}"
     return {
-        "kind": model.hparams.attention, "dataset": name, "glimpses": model.hparams.glimpses,
+        "kind": model.hparams.attention, "dataset": name, "glimpses": model.hparams.glimpses, "split": split,
+        "images": seen, "std": model.net.policy.std if model.net.kind == "hard" else None,
         "samples": samples if model.net.stochastic else 1, "test_error": wrong / seen,
         "test_error_greedy": wrong_greedy / seen if greedy and model.net.stochastic else None,
         "images_per_s": seen / seconds, "pixels_per_image": cost["pixels"], "macs_per_image": cost["macs"],
@@ -135,10 +143,10 @@ def sampled_search(model: GlimpseModel, images: torch.Tensor, labels: torch.Tens
     return {"images": len(labels), "samples": samples, "share_one": on[0].float().mean().item(), **split}
 
 
-def first_images(data: GlimpseData, count: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first ``count`` test images and their labels (or all of them, if fewer)."""
+def first_images(data: GlimpseData, count: int, split: str = "test") -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``count`` images of ``split`` and their labels (or all of them, if fewer)."""
     images, labels, have = [], [], 0
-    for x, y in data.test_dataloader():
+    for x, y in loader(data, split):
         images.append(x)
         labels.append(y)
         have += len(y)
@@ -195,8 +203,16 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         help="print where the model looks, per step, on the first N test images (greedy path), "
                              "and how often it finds the digit, on the greedy path and on some of M sampled paths "
                              "(hard, choice; M the largest --samples)")
+    parser.add_argument("--split", choices=["test", "val"], default="test",
+                        help="the images to evaluate on: 'val' (the checkpoint's validation split) to choose M or "
+                             "--std without looking at the test set")
+    parser.add_argument("--std", type=float, metavar="S",
+                        help="hard checkpoints: sample paths with this std instead of the one trained with "
+                             "(other kinds ignore it); the greedy path does not depend on it")
     parser.add_argument("--verbose", action="store_true", help="show tracebacks")
     args = parser.parse_args(argv)
+    if args.std is not None and not args.std > 0:
+        parser.error(f"--std={args.std:g} is not allowed: expected a number > 0")
     for name in ("samples", "batch_size", "count", "locations"):
         values = getattr(args, name)
         for value in values if isinstance(values, list) else [values]:
@@ -208,22 +224,27 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     rows = []
+    if args.split != "test" or args.std is not None:  # the rows' "test_error" is then of another evaluation
+        print(f"# split: {args.split}" + ("" if args.std is None else f"; hard paths sampled with std {args.std}"))
     print(f"{'kind':<6} {'dataset':<13} {'T':>2} {'M':>3} {'error%':>7} {'greedy%':>7} {'img/s':>8} {'pixels':>9}  checkpoint")
     try:
         for n, path in enumerate(args.checkpoints):
             model, ckpt = load_model(path, args.attention)
+            if args.std is not None and model.net.kind == "hard":
+                model.net.policy.std = args.std
             data = test_data(ckpt, args, model)
             counts = args.samples or [model.eval_samples]
             for m, samples in enumerate(counts if model.net.stochastic else counts[:1]):  # soft: M means nothing
                 torch.manual_seed(args.seed)
-                row = evaluate(model, data, samples, greedy=m == 0)
+                row = evaluate(model, data, samples, greedy=m == 0, split=args.split)
                 if m:  # the greedy path is the same for every M: measured once per checkpoint
                     row["test_error_greedy"] = rows[-1]["test_error_greedy"]
                 rows.append({"checkpoint": str(path), **row})
                 print(row_text(path, row), flush=True)
             if args.locations:
-                corners = data.test_set.positions[: args.locations]  # the digits' top-left (x, y), in loader order
-                images, labels = first_images(data, args.locations)
+                shown = data.val_set if args.split == "val" else data.test_set
+                corners = shown.positions[: args.locations]  # the digits' top-left (x, y), in loader order
+                images, labels = first_images(data, args.locations, args.split)
                 looks = where_it_looks(model, images, labels, corners)
                 if model.net.stochastic:  # the largest M asked for, seeded as the rows are
                     torch.manual_seed(args.seed)
@@ -233,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.trajectories:
                 out = args.trajectories if len(args.checkpoints) == 1 else \
                     args.trajectories.with_name(f"{args.trajectories.stem}-{n}{args.trajectories.suffix}")
-                files = save_pictures(model.net, *first_images(data, args.count), out)
+                files = save_pictures(model.net, *first_images(data, args.count, args.split), out)
                 print("  drawn:", ", ".join(map(str, files)))
     except (CheckpointError, ConfigError, OSError) as exc:
         if args.verbose:

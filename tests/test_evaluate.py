@@ -145,6 +145,29 @@ def test_several_sample_counts_give_one_row_each_and_repeat_exactly(checkpoints,
     assert sum(greedy_batches) == 10_000, "one greedy pass over the test set for the one hard checkpoint"
 
 
+@pytest.mark.slow
+def test_validation_split_and_another_std(checkpoints, data, tmp_path):
+    """--split val evaluates the checkpoint's 5,000 validation images, not the test set's 10,000; --std
+    changes the hard model's sampled paths but not its greedy one, and leaves soft alone."""
+    rows = {}
+    for name, extra in (("test", []), ("val", ["--split", "val"]), ("wide", ["--split", "val", "--std", "2"])):
+        out = tmp_path / f"{name}.json"
+        done = evaluate(str(checkpoints["hard"]), str(checkpoints["soft"]), "--samples", "4", "--root", data,
+                        "--json", str(out), "--locations", "20", *extra)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.startswith("# split: val") == (name != "test")
+        rows[name] = json.loads(out.read_text())
+    assert [r["images"] for r in rows["test"]] == [10_000, 10_000] and [r["split"] for r in rows["test"]] == ["test"] * 2
+    assert [r["images"] for r in rows["val"]] == [5_000, 5_000] and [r["split"] for r in rows["val"]] == ["val"] * 2
+    hard, wide = rows["val"][0], rows["wide"][0]
+    assert hard["std"] == 0.1 and wide["std"] == 2.0 and rows["wide"][1]["std"] is None
+    assert wide["test_error_greedy"] == hard["test_error_greedy"] != rows["test"][0]["test_error_greedy"]
+    assert wide["test_error"] != hard["test_error"]
+    assert rows["wide"][1]["test_error"] == rows["val"][1]["test_error"]  # soft: no paths to sample
+    assert wide["steps"] == hard["steps"]  # --locations follows the greedy path: the same whatever the std
+    assert wide["sampled"]["share"] != hard["sampled"]["share"] or wide["sampled"]["error"] != hard["sampled"]["error"]
+
+
 def test_other_data_set_of_another_size_is_refused(checkpoints, data):
     done = evaluate(str(checkpoints["hard"]), "--dataset", "translated", "--canvas", "60", "--root", data)
     assert done.returncode == 2 and "60x60" not in done.stdout
@@ -235,11 +258,13 @@ def test_noise_stats_recover_signal_and_variance():
     assert noise_stats(torch.randn(50, 3, generator=torch.Generator().manual_seed(1)) * 5)["signal_sq_norm"] < 5
 
 
-@pytest.mark.parametrize("argv", [["x.ckpt", "--samples", "5", "0"], ["x.ckpt", "--count", "-1"]])
-def test_bad_counts_are_refused_before_any_checkpoint_is_read(argv, capsys):
+@pytest.mark.parametrize("argv, allowed", [(["x.ckpt", "--samples", "5", "0"], "an integer >= 1"),
+                                           (["x.ckpt", "--count", "-1"], "an integer >= 1"),
+                                           (["x.ckpt", "--std", "0"], "a number > 0")])
+def test_bad_counts_are_refused_before_any_checkpoint_is_read(argv, allowed, capsys):
     from glimpse.evaluate import parse
 
     with pytest.raises(SystemExit) as stop:
         parse(argv)
     bad = argv[-1]
-    assert stop.value.code == 2 and f"={bad} is not allowed: expected an integer >= 1" in capsys.readouterr().err
+    assert stop.value.code == 2 and f"={bad} is not allowed: expected {allowed}" in capsys.readouterr().err
