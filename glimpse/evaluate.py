@@ -242,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append({"checkpoint": str(path), **row})
                 print(row_text(path, row), flush=True)
             if args.locations:
-                shown = data.val_set if args.split == "val" else data.test_set
+                shown = loader(data, args.split).dataset  # the one place that picks the split's images
                 corners = shown.positions[: args.locations]  # the digits' top-left (x, y), in loader order
                 images, labels = first_images(data, args.locations, args.split)
                 looks = where_it_looks(model, images, labels, corners)
