@@ -90,7 +90,9 @@ def where_it_looks(model: GlimpseModel, images: torch.Tensor, labels: torch.Tens
     images looking at the border (|x| or |y| > 0.9), the share looking at the digit (the glimpse
     centre on its 28x28 box), and the mean norm of the core state h_t. Per image: whether the path
     was on the digit at any step, and the greedy error where it was and where it was not, which
-    tells a digit never found from a digit found and misread.
+    tells a digit never found from a digit found and misread; and, by how many of the T glimpse
+    centres were on the digit, the share of images and their greedy error, which tells whether a
+    digit found is misread for want of glimpses left to read it.
 
     The state norm is there because a growing state saturates the hard policy's tanh mean and
     pushes late glimpses to the border (see docs/results.md).
@@ -108,9 +110,14 @@ def where_it_looks(model: GlimpseModel, images: torch.Tensor, labels: torch.Tens
               "spread": loc[:, t].std(0).mean().item(), "border": (loc[:, t].abs() > 0.9).any(-1).float().mean().item(),
               "on_digit": on[:, t].float().mean().item(), "state_norm": norms[t]} for t in range(loc.shape[1])]
 
+    looks = on.sum(1)
+    by_looks = [{"looks": k, "share": (looks == k).float().mean().item(),
+                 "error": wrong[looks == k].float().mean().item() if (looks == k).any() else None}
+                for k in range(loc.shape[1] + 1)]
     split = split_by_found(found, wrong)
-    return {"steps": steps, "found": {"images": len(labels), "share": split["share"], "error_greedy": split["error"],
-                                      "error_found": split["error_found"], "error_missed": split["error_missed"]}}
+    return {"steps": steps, "by_looks": by_looks,
+            "found": {"images": len(labels), "share": split["share"], "error_greedy": split["error"],
+                      "error_found": split["error_found"], "error_missed": split["error_missed"]}}
 
 
 def split_by_found(found: torch.Tensor, wrong: torch.Tensor) -> dict:
@@ -157,13 +164,16 @@ def first_images(data: GlimpseData, count: int, split: str = "test") -> tuple[to
 
 def percents(shares: dict) -> dict:
     """Shares and errors as text in per cent; counts as they are; "-" for an error over no images."""
-    return {k: v if k in ("images", "samples") else "-" if v is None else f"{100 * v:.2f} %" for k, v in shares.items()}
+    counts = ("images", "samples", "looks")
+    return {k: v if k in counts else "-" if v is None else f"{100 * v:.2f} %" for k, v in shares.items()}
 
 
 def looks_text(looks: dict) -> str:
     lines = ["  step      x      y  spread  border  digit  |h|"]
     lines += [f"  {s['step']:>4} {s['x']:>6.2f} {s['y']:>6.2f} {s['spread']:>7.2f} {s['border']:>7.2f} {s['on_digit']:>6.2f}"
               f" {s['state_norm']:>5.1f}" for s in looks["steps"]]
+    shares = [percents(b) for b in looks["by_looks"] if b["share"]]
+    lines.append("  glimpses on the digit: " + "; ".join(f"{b['looks']} for {b['share']} (error {b['error']})" for b in shares))
     f = percents(looks["found"])
     lines.append(f"  on the digit at some step: {f['share']} of {f['images']} images; greedy error {f['error_greedy']}: "
                  f"{f['error_found']} of those, {f['error_missed']} of the rest")

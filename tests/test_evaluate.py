@@ -62,6 +62,11 @@ def test_evaluates_every_kind_side_by_side(checkpoints, data, tmp_path):
         assert found["images"] == 50 and 0 <= found["share"] <= 1 and all(0 <= s["on_digit"] <= 1 for s in row["steps"])
         parts = [(found["share"], found["error_found"]), (1 - found["share"], found["error_missed"])]
         assert found["error_greedy"] == pytest.approx(sum(w * e for w, e in parts if e is not None), abs=1e-6)
+        by_looks = row["by_looks"]  # ... and by how many of the glimpses were on it
+        assert [b["looks"] for b in by_looks] == [0, 1, 2, 3] and sum(b["share"] for b in by_looks) == pytest.approx(1)
+        assert by_looks[0]["share"] == pytest.approx(1 - found["share"])
+        assert found["error_greedy"] == pytest.approx(sum(b["share"] * b["error"] for b in by_looks if b["error"] is not None))
+    assert rows[0]["by_looks"][0]["share"] == 0  # the hard path's first glimpse, at the centre, is on every digit
     assert [("sampled" in row, row["sampled"]["samples"] if "sampled" in row else None) for row in rows] == \
         [(True, 2), (False, None), (True, 2)]  # the search of M sampled paths: hard and choice only
     for row in (rows[0], rows[2]):
@@ -71,8 +76,8 @@ def test_evaluates_every_kind_side_by_side(checkpoints, data, tmp_path):
         assert still.size == (3 * 170 + 2, 4 * 170 + 2)
         movie = Image.open(tmp_path / f"looks-{n}.gif")
         assert movie.n_frames == 3, "one frame per step"
-    # header; per checkpoint: row, steps, found, "drawn:"; hard and choice: sampled paths
-    assert len(done.stdout.strip().splitlines()) == 1 + 3 * (1 + 4 + 1 + 1) + 2
+    # header; per checkpoint: row, steps, glimpses on the digit, found, "drawn:"; hard and choice: sampled paths
+    assert len(done.stdout.strip().splitlines()) == 1 + 3 * (1 + 4 + 1 + 1 + 1) + 2
 
 
 def test_on_digit_matches_where_the_data_put_the_digit(data):
