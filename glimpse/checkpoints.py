@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import sys
+import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
+from glimpse.checks import ConfigError
 from glimpse.module import GlimpseModel
 
 
@@ -58,3 +63,20 @@ def load_model(path: str | Path, attention: str | None = None) -> tuple[GlimpseM
         first = str(exc).strip().splitlines()[0]
         raise CheckpointError(f"{path}: incompatible with this version of the model: {first}") from exc
     return model.eval(), ckpt
+
+
+def run_tool(work: Callable[[list], None], json_path: Path | None, verbose: bool = False) -> int:
+    """The tail of a command that reads checkpoints: ``work`` appends its rows to a list; a bad file or
+    setting ends the command with one line on stderr and status 2 (``verbose``: the traceback too),
+    else the rows go to ``json_path`` when given and the status is 0."""
+    rows: list = []
+    try:
+        work(rows)
+    except (CheckpointError, ConfigError, OSError) as exc:
+        if verbose:
+            traceback.print_exc()
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if json_path:
+        json_path.write_text(json.dumps(rows, indent=1))
+    return 0

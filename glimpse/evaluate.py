@@ -15,16 +15,14 @@ every time. Exit status 2 and one line for a bad file or argument.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
-import traceback
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
 
-from glimpse.checkpoints import CheckpointError, load_model, saved_arguments
+from glimpse.checkpoints import load_model, run_tool, saved_arguments
 from glimpse.checks import ConfigError
 from glimpse.data import GlimpseData
 from glimpse.data.canvas import DIGIT
@@ -233,47 +231,42 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
-    rows = []
     if args.split != "test" or args.std is not None:  # the rows' "test_error" is then of another evaluation
         print(f"# split: {args.split}" + ("" if args.std is None else f"; hard paths sampled with std {args.std}"))
     print(f"{'kind':<6} {'dataset':<13} {'T':>2} {'M':>3} {'error%':>7} {'greedy%':>7} {'img/s':>8} {'pixels':>9}  checkpoint")
-    try:
-        for n, path in enumerate(args.checkpoints):
-            model, ckpt = load_model(path, args.attention)
-            if args.std is not None and model.net.kind == "hard":
-                model.net.policy.std = args.std
-            data = test_data(ckpt, args, model)
-            counts = args.samples or [model.eval_samples]
-            for m, samples in enumerate(counts if model.net.stochastic else counts[:1]):  # soft: M means nothing
+    return run_tool(lambda rows: evaluate_all(args, rows), args.json, args.verbose)
+
+
+def evaluate_all(args: argparse.Namespace, rows: list) -> None:
+    """Every checkpoint of the command line: its rows, and what --locations and --trajectories ask for."""
+    for n, path in enumerate(args.checkpoints):
+        model, ckpt = load_model(path, args.attention)
+        if args.std is not None and model.net.kind == "hard":
+            model.net.policy.std = args.std
+        data = test_data(ckpt, args, model)
+        counts = args.samples or [model.eval_samples]
+        for m, samples in enumerate(counts if model.net.stochastic else counts[:1]):  # soft: M means nothing
+            torch.manual_seed(args.seed)
+            row = evaluate(model, data, samples, greedy=m == 0, split=args.split)
+            if m:  # the greedy path is the same for every M: measured once per checkpoint
+                row["test_error_greedy"] = rows[-1]["test_error_greedy"]
+            rows.append({"checkpoint": str(path), **row})
+            print(row_text(path, row), flush=True)
+        if args.locations:
+            shown = loader(data, args.split).dataset  # the one place that picks the split's images
+            corners = shown.positions[: args.locations]  # the digits' top-left (x, y), in loader order
+            images, labels = first_images(data, args.locations, args.split)
+            looks = where_it_looks(model, images, labels, corners)
+            if model.net.stochastic:  # the largest M asked for, seeded as the rows are
                 torch.manual_seed(args.seed)
-                row = evaluate(model, data, samples, greedy=m == 0, split=args.split)
-                if m:  # the greedy path is the same for every M: measured once per checkpoint
-                    row["test_error_greedy"] = rows[-1]["test_error_greedy"]
-                rows.append({"checkpoint": str(path), **row})
-                print(row_text(path, row), flush=True)
-            if args.locations:
-                shown = loader(data, args.split).dataset  # the one place that picks the split's images
-                corners = shown.positions[: args.locations]  # the digits' top-left (x, y), in loader order
-                images, labels = first_images(data, args.locations, args.split)
-                looks = where_it_looks(model, images, labels, corners)
-                if model.net.stochastic:  # the largest M asked for, seeded as the rows are
-                    torch.manual_seed(args.seed)
-                    looks["sampled"] = sampled_search(model, images, labels, corners, max(counts), args.batch_size)
-                rows[-1].update(looks)
-                print(looks_text(looks), flush=True)
-            if args.trajectories:
-                out = args.trajectories if len(args.checkpoints) == 1 else \
-                    args.trajectories.with_name(f"{args.trajectories.stem}-{n}{args.trajectories.suffix}")
-                files = save_pictures(model.net, *first_images(data, args.count, args.split), out)
-                print("  drawn:", ", ".join(map(str, files)))
-    except (CheckpointError, ConfigError, OSError) as exc:
-        if args.verbose:
-            traceback.print_exc()
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=1))
-    return 0
+                looks["sampled"] = sampled_search(model, images, labels, corners, max(counts), args.batch_size)
+            rows[-1].update(looks)
+            print(looks_text(looks), flush=True)
+        if args.trajectories:
+            out = args.trajectories if len(args.checkpoints) == 1 else \
+                args.trajectories.with_name(f"{args.trajectories.stem}-{n}{args.trajectories.suffix}")
+            files = save_pictures(model.net, *first_images(data, args.count, args.split), out)
+            print("  drawn:", ", ".join(map(str, files)))
 
 
 if __name__ == "__main__":

@@ -20,14 +20,13 @@ baseline (``--model.baseline leave_one_out``); all terms then use the same M * b
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from glimpse.checkpoints import CheckpointError, load_model, saved_arguments
+from glimpse.checkpoints import load_model, run_tool, saved_arguments
 from glimpse.data import GlimpseData
 from glimpse.losses import final_reward, leave_one_out, reinforce
 
@@ -90,21 +89,17 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--batches={args.batches} is not allowed: expected an integer >= 2 (a variance needs two)")
     if args.paths < 1:
         parser.error(f"--paths={args.paths} is not allowed: expected an integer >= 1")
-    rows = []
     print(f"{'kind':<7} {'term':<24} {'params':>7} {'variance':>10} {'|E g|^2':>10} {'batches/SNR1':>12}")
-    try:
-        for path in args.checkpoints:
-            for row in measure(path, args.batches, args.batch_size, args.root, args.seed, args.paths):
-                rows.append(row)
-                ratio = row["batches_for_snr1"]
-                print(f"{row['kind']:<7} {row['term']:<24} {row['parameters']:>7,} {row['total_variance']:>10.3e} "
-                      f"{row['signal_sq_norm']:>10.3e} {'hidden' if ratio is None else f'{ratio:.1f}':>12}", flush=True)
-    except CheckpointError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=1))
-    return 0
+    return run_tool(lambda rows: measure_all(args, rows), args.json)
+
+
+def measure_all(args: argparse.Namespace, rows: list) -> None:
+    for path in args.checkpoints:
+        for row in measure(path, args.batches, args.batch_size, args.root, args.seed, args.paths):
+            rows.append(row)
+            ratio = row["batches_for_snr1"]
+            print(f"{row['kind']:<7} {row['term']:<24} {row['parameters']:>7,} {row['total_variance']:>10.3e} "
+                  f"{row['signal_sq_norm']:>10.3e} {'hidden' if ratio is None else f'{ratio:.1f}':>12}", flush=True)
 
 
 if __name__ == "__main__":

@@ -253,6 +253,15 @@ def test_gradient_noise_refuses_bad_counts(bad, capsys):
     assert stop.value.code == 2 and f"{bad[0]}={bad[1]}" in capsys.readouterr().err
 
 
+def test_gradient_noise_names_a_bad_checkpoint_and_writes_no_rows(tmp_path, capsys):
+    from glimpse.gradnoise import main
+
+    empty, out = tmp_path / "empty.ckpt", tmp_path / "rows.json"
+    empty.touch()
+    assert main([str(empty), "--json", str(out)]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {empty}: empty file, not a checkpoint" and not out.exists()
+
+
 def test_noise_stats_recover_signal_and_variance():
     from glimpse.gradnoise import noise_stats
 
