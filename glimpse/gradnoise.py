@@ -94,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def measure_all(args: argparse.Namespace, rows: list) -> None:
+    """Every checkpoint of the command line: its rows, printed as they come (a long run shows progress)."""
     for path in args.checkpoints:
         for row in measure(path, args.batches, args.batch_size, args.root, args.seed, args.paths):
             rows.append(row)
