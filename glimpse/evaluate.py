@@ -108,25 +108,25 @@ def where_it_looks(model: GlimpseModel, images: torch.Tensor, labels: torch.Tens
               "spread": loc[:, t].std(0).mean().item(), "border": (loc[:, t].abs() > 0.9).any(-1).float().mean().item(),
               "on_digit": on[:, t].float().mean().item(), "state_norm": norms[t]} for t in range(loc.shape[1])]
 
-    looks = on.sum(1)
-    by_looks = [{"looks": k, "share": (looks == k).float().mean().item(),
-                 "error": wrong[looks == k].float().mean().item() if (looks == k).any() else None}
-                for k in range(loc.shape[1] + 1)]
+    groups = [on.sum(1) == k for k in range(loc.shape[1] + 1)]  # images with k glimpse centres on the digit
+    by_looks = [{"looks": k, "share": g.float().mean().item(), "error": error_where(wrong, g)}
+                for k, g in enumerate(groups)]
     split = split_by_found(found, wrong)
     return {"steps": steps, "by_looks": by_looks,
             "found": {"images": len(labels), "share": split["share"], "error_greedy": split["error"],
                       "error_found": split["error_found"], "error_missed": split["error_missed"]}}
 
 
+def error_where(wrong: torch.Tensor, mask: torch.Tensor) -> float | None:
+    """wrong, mask (B,) bool -> the error among the images ``mask`` picks (None where it picks none)."""
+    return wrong[mask].float().mean().item() if mask.any() else None
+
+
 def split_by_found(found: torch.Tensor, wrong: torch.Tensor) -> dict:
     """found, wrong (B,) bool -> the share found, the error, and the error among found and among missed images
     (None where there are none)."""
-
-    def error(mask: torch.Tensor) -> float | None:
-        return wrong[mask].float().mean().item() if mask.any() else None
-
     return {"share": found.float().mean().item(), "error": wrong.float().mean().item(),
-            "error_found": error(found), "error_missed": error(~found)}
+            "error_found": error_where(wrong, found), "error_missed": error_where(wrong, ~found)}
 
 
 @torch.no_grad()
