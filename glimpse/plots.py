@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+import bisect
 import json
 from pathlib import Path
 
@@ -36,20 +37,31 @@ def curve(run: Path, tag: str) -> tuple[list[int], list[float], list[float]]:
     epoch can take minutes, and its first validation is no zero hour."""
     points, events = scalars(run, tag)
     start = min(events.Scalars(t)[0].wall_time for t in events.Tags()["scalars"])
-    return list(range(1, len(points) + 1)), [p.value for p in points], [(p.wall_time - start) / 60 for p in points]
+    return epochs_of(points, events), [p.value for p in points], [(p.wall_time - start) / 60 for p in points]
+
+
+def epochs_of(points: list, events: EventAccumulator) -> list[int]:
+    """The epoch (1..) of each point. Lightning logs an ``epoch`` scalar beside every metric, so a run that
+    validates every n-th epoch (``--trainer.check_val_every_n_epoch``) is drawn at its real epochs; a log
+    without that scalar counts its points."""
+    if "epoch" not in events.Tags()["scalars"]:
+        return list(range(1, len(points) + 1))
+    at = {e.step: int(e.value) + 1 for e in events.Scalars("epoch")}
+    steps = sorted(at)
+    return [at.get(p.step) or at[steps[max(0, bisect.bisect_right(steps, p.step) - 1)]] for p in points]
 
 
 def time_to(run: Path, tag: str, threshold: float) -> str:
     """When a run's ``tag`` first fell to ``threshold`` or below: epoch, and minutes as in ``curve``;
     or its best value if never."""
-    _, values, minutes = curve(run, tag)
+    epochs, values, minutes = curve(run, tag)
     limit = float(numpy.float32(threshold))  # logs keep float32: 60 errors in 5,000 read back a hair above 0.012
-    for epoch, (value, minute) in enumerate(zip(values, minutes), 1):
+    for epoch, value, minute in zip(epochs, values, minutes):
         if value <= limit:
             return f"{run}: {tag} <= {threshold:g} at epoch {epoch}, {minute:.1f} min"
     best = min(range(len(values)), key=values.__getitem__)
-    return (f"{run}: {tag} never <= {threshold:g} in {len(values)} epochs "
-            f"({minutes[-1]:.1f} min); best {values[best]:.4g} at epoch {best + 1}")
+    return (f"{run}: {tag} never <= {threshold:g} in {epochs[-1]} epochs "
+            f"({minutes[-1]:.1f} min); best {values[best]:.4g} at epoch {epochs[best]}")
 
 
 def cost_figure(rows: list[dict]):

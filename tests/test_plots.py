@@ -16,10 +16,11 @@ from tests.conftest import REPO
 
 @pytest.mark.slow
 def test_curves_from_a_run(cli, tmp_path):
-    cli("--attention", "hard", "--trainer.max_epochs=2", "--trainer.limit_train_batches=2",
+    cli("--attention", "hard", "--trainer.max_epochs=4", "--trainer.limit_train_batches=2",
         "--trainer.limit_val_batches=2", "--trainer.limit_test_batches=2", "--model.glimpses=2",
-        "--data.eval_batch_size=100")
+        "--data.eval_batch_size=100", "--trainer.check_val_every_n_epoch=2")
     (run,) = (tmp_path / "runs" / "mnist-hard").glob("version_*")
+    assert curve(run, "val/error")[0] == [2, 4], "validated every second epoch: drawn at epochs 2 and 4, not 1 and 2"
     plots([str(run), "--out", str(tmp_path / "curves.png")])
     assert Image.open(tmp_path / "curves.png").size == (1210, 440)
     with pytest.raises(SystemExit, match="no scalar 'val/nothing'"):
@@ -61,3 +62,21 @@ def test_time_to_a_threshold_from_real_event_files(tmp_path, capsys):
     assert "never <= 0.01 in 4 epochs (5.0 min); best 0.012 at epoch 3" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         plots([str(run)])  # neither --reach nor --out: nothing to do
+
+
+def test_epochs_come_from_the_logged_epoch_not_the_count_of_points(tmp_path, capsys):
+    from torch.utils.tensorboard import SummaryWriter
+    run = tmp_path / "run"
+    with SummaryWriter(str(run)) as writer:
+        for epoch in range(6):  # Lightning logs `epoch` beside every metric; validation every third epoch
+            step = 10 * (epoch + 1)
+            writer.add_scalar("epoch", epoch, step - 5, walltime=1000.0 + step)
+            writer.add_scalar("train/loss", 1.0, step - 5, walltime=1000.0 + step)
+            if epoch % 3 == 2:
+                writer.add_scalar("epoch", epoch, step, walltime=1000.0 + step)
+                writer.add_scalar("val/error", 0.3 - 0.1 * epoch / 3, step, walltime=1000.0 + step)
+    assert curve(run, "val/error")[0] == [3, 6]
+    plots([str(run), "--reach", "0.15"])
+    assert capsys.readouterr().out.strip().endswith("at epoch 6, 0.8 min")  # 50 s after the first scalar
+    plots([str(run), "--reach", "0.01"])
+    assert "never <= 0.01 in 6 epochs" in capsys.readouterr().out
