@@ -48,7 +48,7 @@ def epochs_of(points: list, events: EventAccumulator) -> list[int]:
         return list(range(1, len(points) + 1))
     at = {e.step: int(e.value) + 1 for e in events.Scalars("epoch")}
     steps = sorted(at)
-    return [at.get(p.step) or at[steps[max(0, bisect.bisect_right(steps, p.step) - 1)]] for p in points]
+    return [at[steps[max(0, bisect.bisect_right(steps, p.step) - 1)]] for p in points]  # the last epoch logged at or before
 
 
 def time_to(run: Path, tag: str, threshold: float) -> str:
