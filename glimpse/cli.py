@@ -1,18 +1,44 @@
 """The command line: LightningCLI over GlimpseModel and GlimpseData, then fit and test."""
 
+import logging
 import re
 import sys
+import time
+import warnings
 from pathlib import Path
 from typing import Literal, Optional
 
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint, Timer
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.loggers import TensorBoardLogger
 
 from glimpse.callbacks import AttentionPictures, EpochSeed
 from glimpse.checkpoints import CheckpointError, checkpoint_kind
 from glimpse.checks import ConfigError, require
 from glimpse.data import GlimpseData, MnistUnavailableError
 from glimpse.module import GlimpseModel
+from glimpse.records import budget_name, commit, kind_name, machine, setting_name, write_summary
+
+USAGE = "python train.py [--attention KIND] [--config FILE] [--name NAME] [--model.X V] [--data.X V] [--trainer.X V]"
+DESCRIPTION = """Train a hard, soft or choice attention model, then test its best checkpoint (by validation error).
+
+The project's own options come first; Lightning's Trainer options (--trainer.*) follow them.
+  --attention {hard,soft,choice}  the kind of attention (the one thing that differs between kinds)
+  --config FILE                   a settings file: configs/mnist.yaml, translated60.yaml, cluttered60.yaml,
+                                  cluttered100.yaml (the paper's), configs/recipes/<setting>.yaml (the
+                                  comparison's recipes); several may be given, later ones win
+  --name NAME                     the run folder's name (default: data set, kind and the settings given here)
+  --seed_everything N             the seed (default 0)
+  --model.*                       the model, e.g. --model.glimpses 6 --model.core lstm --model.std 0.1
+                                  (every argument is documented under "Model" below and in glimpse/module.py)
+  --data.*                        the data, e.g. --data.dataset cluttered --data.canvas 100 --data.shift 2
+  --ckpt_path PATH|last           resume a run in its own folder
+  --print_config                  print the resolved settings as YAML and exit
+Runs go to runs/<name>/version_N/: TensorBoard events, config.yaml, checkpoints/, run.json (the record)."""
+# Settings that name a run when given on the command line: the ones that change what is trained.
+NAMING_PREFIXES = ("--model.", "--data.", "--seed_everything", "--trainer.max_epochs", "--trainer.max_time",
+                   "--trainer.precision")
+NOT_NAMING = {"data.root", "data.num_workers", "data.eval_batch_size"}
 
 
 class GlimpseCLI(LightningCLI):
@@ -21,6 +47,9 @@ class GlimpseCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_argument("--attention", type=Optional[Literal["hard", "soft", "choice"]], default=None,
                             help="hard, soft or choice attention; when given, overrides model.attention")
+        parser.add_argument("--name", type=Optional[str], default=None,
+                            help="the run folder's name under the logger's save_dir (default: data set, kind and "
+                                 "the settings given on the command line)")
         parser.add_argument("--ckpt_path", type=Optional[str], default=None,
                             help="resume training from this checkpoint ('last' for the run's last one)")
         parser.link_arguments("data.image_size", "model.image_size", apply_on="instantiate")
@@ -50,10 +79,38 @@ class GlimpseCLI(LightningCLI):
         if config.attention is not None:
             config.model.attention = config.attention
         logger = config.trainer.logger
-        if getattr(logger, "init_args", None) is not None and logger.init_args.get("name") == "auto":
-            dataset = config.data.dataset if config.data.dataset == "mnist" else f"{config.data.dataset}{config.data.canvas}"
-            logger.init_args.name = f"{dataset}-{config.model.attention}"
+        if getattr(logger, "init_args", None) is not None:
+            if config.name is not None:
+                require(bool(re.fullmatch(r"[\w.=+-]+", config.name)), "name", config.name,
+                        "a folder name of letters, digits and . _ = + - (no slashes or spaces)")
+                logger.init_args.name = config.name
+            elif logger.init_args.get("name") == "auto":
+                logger.init_args.name = self.run_name(config)
         self.resolve_resume(config)
+
+    def parse_arguments(self, parser, args) -> None:
+        self.given = list(sys.argv[1:] if args is None else args)  # what the user typed: it names the run
+        super().parse_arguments(parser, args)
+
+    def run_name(self, config) -> str:
+        """Data set and kind, then every setting given on the command line (the config files are the
+        recipe): ``mnist-hard``, ``cluttered60-soft-core=lstm-seed=1``. Runs that differ get folders that
+        say how; runs that do not are versions of one folder."""
+        kind = kind_name(config.model.attention, config.model.estimator)
+        parts = [setting_name(config.data.dataset, config.data.canvas), kind]
+        given = getattr(self, "given", [])
+        for i, token in enumerate(given):
+            if not token.startswith(NAMING_PREFIXES):
+                continue
+            key, _, value = token[2:].partition("=")
+            if not value and i + 1 < len(given):
+                value = given[i + 1]
+            if key in NOT_NAMING or key == "model.attention":
+                continue
+            short = "seed" if key == "seed_everything" else key.split(".")[-1]
+            value = re.sub(r"[^\w.+-]", "", value)  # a folder name: no slashes, spaces or quotes
+            parts.append(f"{short}={value}")
+        return "-".join(parts)
 
     def instantiate_classes(self) -> None:
         """As LightningCLI's, but a setting refused by a class that jsonargparse builds itself (a
@@ -100,6 +157,7 @@ class GlimpseCLI(LightningCLI):
 
 def main(args=None) -> GlimpseCLI:
     """Train, then test the best checkpoint (by validation error) on the test set."""
+    quiet_library_notices()
     cli = GlimpseCLI(
         GlimpseModel,
         GlimpseData,
@@ -107,19 +165,80 @@ def main(args=None) -> GlimpseCLI:
         run=False,
         auto_configure_optimizers=False,
         save_config_kwargs={"overwrite": True},
+        parser_kwargs={"usage": USAGE, "description": DESCRIPTION},
         trainer_defaults={
             "max_epochs": 30,
             "default_root_dir": "runs",
             "callbacks": [EpochSeed()],
             "logger": {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
-                       "init_args": {"save_dir": "runs", "name": "auto"}},
+                       "init_args": {"save_dir": "runs", "name": "auto", "default_hp_metric": False}},
         },
         args=args,
     )
-    cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.ckpt_path)
-    best = cli.trainer.checkpoint_callback.best_model_path if cli.trainer.checkpoint_callback else ""
-    cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path="best" if best else None)
+    trainer = cli.trainer
+    if not any(isinstance(c, Timer) for c in trainer.callbacks):
+        trainer.callbacks.append(Timer())  # no limit: it measures training time, kept across resumes
+    board = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
+    if board is not None:
+        print(f"run folder: {board.log_dir}", flush=True)
+    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    source = commit()
+    trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.ckpt_path)
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    results = trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=best or None)
+    if board is not None and best and results:
+        summary = run_summary(cli, results[0], Path(best), started, source)
+        board.log_hyperparams(cli.model.hparams, {f"hparams/{k}": summary[k] for k in
+                                                  ("val_error", "test_error_one_path", "test_error_m10")
+                                                  if summary[k] is not None})
+        write_summary(Path(board.log_dir), summary)
     return cli
+
+
+def run_summary(cli: GlimpseCLI, test: dict, best: Path, started: str, source: str) -> dict:
+    """What ``run.json`` records of a finished run (see glimpse.records): the run's settings, where
+    and on what it ran, its best validation error, and its one test-set evaluation."""
+    trainer, model, config = cli.trainer, cli.model, cli.config
+    timer = next(c for c in trainer.callbacks if isinstance(c, Timer))
+    limit = timer.time_remaining()
+    stochastic = model.net.stochastic
+    m = model.eval_samples
+    pixels = model.net.cost()["pixels"]
+    configs = [str(getattr(p, "relative", p)) for p in (config.get("config") or [])]
+    return {
+        "run": str(Path(trainer.log_dir)), "started": started,
+        "setting": setting_name(config.data.dataset, config.data.canvas),
+        "kind": kind_name(config.model.attention, config.model.estimator),
+        "recipe": "+".join(configs) or "default",
+        "budget": budget_name(None if limit is None else timer.time_elapsed() + limit),
+        "seed": config.seed_everything,
+        "epochs": round(trainer.global_step / max(1, trainer.num_training_batches), 2),
+        "train_minutes": round(timer.time_elapsed() / 60, 2),
+        "machine": machine(), "commit": source, "precision": str(trainer.precision),
+        "val_error": float(trainer.checkpoint_callback.best_model_score),
+        "test_error_one_path": test["test/error_greedy"] if stochastic else test["test/error"],
+        "test_error_m10": test["test/error"] if stochastic and m == 10 else None,
+        "pixels_per_image": pixels,
+        # M hard paths read M times the pixels; choice's M paths share one pass over the grid.
+        "pixels_per_image_m10": (10 * pixels if model.net.kind == "hard" else pixels) if stochastic else None,
+        "best_checkpoint": best.name,
+        "command": ["train.py", *getattr(cli, "given", [])],
+    }
+
+
+class _DropTip(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip")
+
+
+def quiet_library_notices() -> None:
+    """Silence, at their source, the library notices every run would print and no user can act on:
+    Lightning's advertisement for its cloud logger, and the deprecation inside Lightning's own pytree
+    helper (fixed upstream, not ours to fix). Each filter matches one message, so a user's own
+    warnings still show."""
+    logging.getLogger("lightning.fabric.utilities.rank_zero").addFilter(_DropTip())
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropTip())
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", module=r"lightning\.")
 
 
 def entry() -> None:

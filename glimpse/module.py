@@ -2,8 +2,11 @@
 
 from typing import Literal
 
+import math
+
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import Timer
 from torch import Tensor
 
 from glimpse.checks import require, require_choice
@@ -61,7 +64,8 @@ class GlimpseModel(L.LightningModule):
         weight_decay: the optimiser's weight decay.
         optimizer: "adam", or "sgd" with momentum (the paper's choice).
         momentum: sgd only: its momentum (paper: 0.9).
-        schedule: learning rate over training: "cosine" to zero, "linear" to zero, or "constant".
+        schedule: learning rate over training: "cosine" to zero, "linear" to zero, or "constant";
+            over the run's steps, or over its wall-clock budget when it has one (``--trainer.max_time``).
     """
 
     def __init__(
@@ -175,12 +179,28 @@ class GlimpseModel(L.LightningModule):
         if hasattr(self.net, "set_step"):  # choice with gumbel: anneal the temperature
             self.net.set_step(self.global_step)
         if self.hparams.std_final is not None:
-            done = min(1.0, self.global_step / self.total_steps())
+            done = self.progress()
             self.net.policy.std = self.hparams.std + done * (self.hparams.std_final - self.hparams.std)
 
     def total_steps(self) -> int:
         """Optimiser steps in the whole run: what the learning rate and the std schedules span."""
         return max(1, int(self.trainer.estimated_stepping_batches))
+
+    def budget(self) -> Timer | None:
+        """Lightning's Timer when the run has a wall-clock budget (``--trainer.max_time``), else None."""
+        return next((c for c in self.trainer.callbacks if isinstance(c, Timer) and c.time_remaining() is not None), None)
+
+    def progress(self) -> float:
+        """How far training has come, in [0, 1]: what the learning rate and std schedules follow.
+
+        Steps done over the run's steps; or, for a run with a wall-clock budget, the time used over the
+        budget, so that runs of every kind given the same minutes anneal over exactly those minutes
+        however many steps each fits into them (the equal-time comparison)."""
+        timer = self.budget()
+        if timer is not None:
+            elapsed = timer.time_elapsed()
+            return min(1.0, elapsed / (elapsed + max(0.0, timer.time_remaining())))
+        return min(1.0, self.global_step / self.total_steps())
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         if self.net.kind == "hard":  # an annealed std is state, not a hyperparameter: evaluation samples with it
@@ -207,9 +227,9 @@ class GlimpseModel(L.LightningModule):
             opt = torch.optim.Adam(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
         if self.hparams.schedule == "constant":
             return opt
-        total = self.total_steps()
         if self.hparams.schedule == "cosine":
-            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
+            factor = lambda _: 0.5 * (1 + math.cos(math.pi * self.progress()))  # noqa: E731
         else:
-            sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: max(0.0, 1 - step / total))
+            factor = lambda _: 1 - self.progress()  # noqa: E731
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

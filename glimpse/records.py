@@ -1,0 +1,132 @@
+"""Run records: what a finished run leaves in its folder (``run.json``) and its row of ``docs/runs.csv``.
+
+Why a file per run and a CSV: tables in the README and docs are generated from records, never typed,
+so every number a reader sees can be traced to a run folder, a commit, a machine and a seed. The
+training command writes ``run.json`` when it finishes (after its one test-set evaluation);
+``python -m glimpse.report --add RUN_DIR`` turns it into a row, checked against the run's
+best-on-validation checkpoint.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+SUMMARY = "run.json"
+SETTINGS = ("mnist", "translated60", "cluttered60", "cluttered100")
+# The columns of docs/runs.csv, in order. One path is the primary measure: hard's greedy path (the
+# policy mean), choice's argmax location, soft's one pass; M = 10 sampled paths averaged beside it.
+COLUMNS = ("run", "started", "setting", "kind", "recipe", "budget", "seed", "epochs", "train_minutes", "machine", "commit",
+           "precision", "val_error", "test_error_one_path", "test_error_m10", "pixels_per_image",
+           "pixels_per_image_m10")
+
+
+def setting_name(dataset: str, canvas: int) -> str:
+    """"mnist", or the data set and its canvas side: "cluttered60"."""
+    return dataset if dataset == "mnist" else f"{dataset}{canvas}"
+
+
+def kind_name(attention: str, estimator: str) -> str:
+    """The kind as tables name it: choice is two kinds, one per estimator."""
+    return f"choice-{estimator}" if attention == "choice" else attention
+
+
+def budget_name(max_time_seconds: float | None) -> str:
+    """"equal-<N>min" for a run given a wall-clock budget (the equal-time table), else "long"."""
+    return "long" if max_time_seconds is None else f"equal-{round(max_time_seconds / 60)}min"
+
+
+def machine() -> str:
+    """The processor (and GPU, where one is used) and the threads torch computes with."""
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
+    return f"{cpu}, {torch.get_num_threads()} threads{gpu}"
+
+
+def commit(repo: Path | None = None) -> str:
+    """The checked-out commit, with "-dirty" when tracked files differ from it; "unknown" outside git."""
+    repo = repo or Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=repo, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("-dirty" if dirty else "")
+
+
+def write_summary(run_dir: Path, summary: dict) -> Path:
+    """Write ``run.json`` atomically (a crash leaves the old file or none, never half of one)."""
+    path = Path(run_dir) / SUMMARY
+    tmp = path.with_name(f".{SUMMARY}.tmp")
+    tmp.write_text(json.dumps(summary, indent=1) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def read_rows(csv_path: Path) -> list[dict]:
+    """The rows of a runs.csv (none if the file does not exist yet)."""
+    if not Path(csv_path).exists():
+        return []
+    with open(csv_path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def write_rows(csv_path: Path, rows: list[dict]) -> None:
+    """Rows sorted by setting, kind, budget and seed, so the file diffs cleanly as runs are added."""
+    order = {s: i for i, s in enumerate(SETTINGS)}
+    rows = sorted(rows, key=lambda r: (order.get(r["setting"], 99), r["kind"], r["budget"], r["recipe"],
+                                       int(r["seed"]), r["run"], r["started"]))
+    tmp = Path(csv_path).with_suffix(".csv.tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows({k: r.get(k, "") for k in COLUMNS} for r in rows)
+    os.replace(tmp, csv_path)
+
+
+def row_from_run(run_dir: Path) -> dict:
+    """The CSV row of a finished run, from its ``run.json``, checked against its best checkpoint.
+
+    Refuses (``ValueError``, one line) a folder without a summary (an unfinished run) or whose best
+    checkpoint is missing or does not hold the validation error the summary claims.
+    """
+    from glimpse.checkpoints import read_checkpoint
+
+    run_dir = Path(run_dir)
+    path = run_dir / SUMMARY
+    if not path.is_file():
+        raise ValueError(f"{run_dir}: no {SUMMARY}: not a finished run (the training command writes it at the end)")
+    summary = json.loads(path.read_text())
+    best = run_dir / "checkpoints" / summary["best_checkpoint"]
+    ckpt = read_checkpoint(best)
+    score = next((s.get("best_model_score") for k, s in ckpt.get("callbacks", {}).items()
+                  if k.startswith("ModelCheckpoint") and "val/error" in k), None)
+    if score is None or abs(float(score) - summary["val_error"]) > 1e-6:
+        raise ValueError(f"{best}: its validation error {score} is not the summary's {summary['val_error']}")
+    return {k: summary.get(k, "") for k in COLUMNS} | {"run": summary["run"]}
+
+
+def add_runs(csv_path: Path, run_dirs: list[Path]) -> list[dict]:
+    """Add (or replace, by run folder and start time) the rows of these runs; returns the new rows."""
+    key = lambda r: (r["run"], r["started"])  # noqa: E731  a folder name can come back in a later session
+    rows = {key(r): r for r in read_rows(csv_path)}
+    new = [row_from_run(d) for d in run_dirs]
+    for row in new:
+        rows[key(row)] = {k: "" if row[k] is None else str(row[k]) for k in COLUMNS}
+    write_rows(csv_path, list(rows.values()))
+    return new

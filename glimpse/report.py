@@ -1,0 +1,235 @@
+"""Tables and figures of the README and docs, generated from the run records.
+
+    python -m glimpse.report --add runs/mnist-hard/version_0   # record a finished run in docs/runs.csv
+    python -m glimpse.report                                   # rewrite every generated block
+    python -m glimpse.report --check                           # exit 1 when a block differs from the records
+    python -m glimpse.report --figures                         # validation error against minutes, per setting
+
+A generated block sits between ``<!-- report:NAME -->`` and ``<!-- /report:NAME -->`` in README.md
+or docs/results.md; everything between the two lines belongs to this command. Why: a number typed
+by hand drifts from the run it came from; a number generated from docs/runs.csv cannot, and
+``--check`` (run by the test suite) says when a document was edited by hand or the records changed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from glimpse.records import SETTINGS, add_runs, read_rows
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCUMENTS = ("README.md", "docs/results.md")
+# Test error (%) of Mnih et al. 2014 (final version; 100x100 as commonly reported), and the best public
+# figures, all with several sampled paths averaged (docs/results.md, "Accuracy against the paper").
+PAPER = {"mnist": 1.12, "translated60": 1.20, "cluttered60": 4.04, "cluttered100": 8.11}
+BEST_PUBLIC_M10 = {"mnist": 0.67, "translated60": 1.22, "cluttered60": 2.63, "cluttered100": 5.9}
+KIND_ORDER = ("hard", "soft", "choice-gumbel", "choice-reinforce")
+BLOCK = re.compile(r"(<!-- report:(?P<name>[a-z0-9-]+) -->\n)(?P<body>.*?)(<!-- /report:(?P=name) -->)", re.S)
+NONE_YET = "_No run of this table is recorded in docs/runs.csv yet._\n"
+
+
+def percent(values: list[float]) -> str:
+    """Errors as per cent: one value as it is, several as mean ± standard deviation."""
+    if not values:
+        return "–"
+    if len(values) == 1:
+        return f"{100 * values[0]:.2f}"
+    return f"{100 * statistics.mean(values):.2f} ± {100 * statistics.stdev(values):.2f}"
+
+
+def numbers(rows: list[dict], column: str) -> list[float]:
+    return [float(r[column]) for r in rows if r.get(column) not in (None, "")]
+
+
+def groups(rows: list[dict], *keys: str) -> dict[tuple, list[dict]]:
+    """Rows grouped by the values of ``keys``, groups in the order settings and kinds are read in."""
+    out: dict[tuple, list[dict]] = {}
+    for r in rows:
+        out.setdefault(tuple(r[k] for k in keys), []).append(r)
+    rank = {"setting": {s: i for i, s in enumerate(SETTINGS)}, "kind": {k: i for i, k in enumerate(KIND_ORDER)}}
+    return dict(sorted(out.items(), key=lambda kv: [rank.get(k, {}).get(v, 99) if k in rank else str(v)
+                                                  for k, v in zip(keys, kv[0])]))
+
+
+def markdown(header: list[str], body: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in body]) + "\n"
+
+
+def seeds(rows: list[dict]) -> str:
+    return ", ".join(sorted({r["seed"] for r in rows}, key=int))
+
+
+def pixels(rows: list[dict], column: str) -> str:
+    values = {r[column] for r in rows if r.get(column)}
+    return ", ".join(f"{int(float(v)):,}" for v in sorted(values, key=float)) or "–"
+
+
+def machines(rows: list[dict]) -> str:
+    return "; ".join(sorted({r["machine"] for r in rows}))
+
+
+def equal_time(rows: list[dict]) -> str:
+    rows = [r for r in rows if r["budget"].startswith("equal-")]
+    if not rows:
+        return NONE_YET
+    body = []
+    for (setting, budget, kind), rs in groups(rows, "setting", "budget", "kind").items():
+        body.append([setting, budget.removeprefix("equal-"), kind, seeds(rs), f"{statistics.mean(numbers(rs, 'epochs')):.1f}",
+                     f"**{percent(numbers(rs, 'test_error_one_path'))}**", percent(numbers(rs, "test_error_m10")),
+                     pixels(rs, "pixels_per_image"), pixels(rs, "pixels_per_image_m10"),
+                     percent(numbers(rs, "val_error"))])
+    header = ["setting", "budget", "kind", "seeds", "epochs", "test error %, one path", "test error %, M = 10",
+              "pixels / image, one path", "pixels / image, M = 10", "best val error %"]
+    return markdown(header, body) + f"\nMachine: {machines(rows)}. Recipes: `configs/recipes/<setting>.yaml`.\n"
+
+
+def best(rows: list[dict]) -> str:
+    """Per setting and kind, the long-budget recipe with the lowest mean validation error (never test)."""
+    rows = [r for r in rows if r["budget"] == "long" and r["recipe"] != "default"]
+    if not rows:
+        return NONE_YET
+    body = []
+    for (setting, kind), rs in groups(rows, "setting", "kind").items():
+        recipes = groups(rs, "recipe")
+        recipe, chosen = min(recipes.items(), key=lambda kv: statistics.mean(numbers(kv[1], "val_error")))
+        body.append([setting, kind, f"`{recipe[0]}`", seeds(chosen), f"**{percent(numbers(chosen, 'test_error_one_path'))}**",
+                     percent(numbers(chosen, "test_error_m10")), pixels(chosen, "pixels_per_image"),
+                     f"{PAPER[setting]:.2f}", f"{BEST_PUBLIC_M10[setting]:.2f}"])
+    header = ["setting", "kind", "recipe (chosen on validation)", "seeds", "test error %, one path",
+              "test error %, M = 10", "pixels / image, one path", "paper %", "best public %, M paths"]
+    return markdown(header, body) + f"\nMachine: {machines(rows)}.\n"
+
+
+def default_run(rows: list[dict]) -> str:
+    rows = [r for r in rows if r["recipe"] == "default"]
+    if not rows:
+        return NONE_YET
+    minutes = statistics.mean(numbers(rows, "train_minutes"))
+    return (f"On {machines(rows)}: {minutes:.0f} minutes of training ({statistics.mean(numbers(rows, 'epochs')):.0f} "
+            f"epochs; seeds {seeds(rows)}), test error **{percent(numbers(rows, 'test_error_one_path'))} %** with one "
+            f"path and {percent(numbers(rows, 'test_error_m10'))} % with M = 10 paths averaged.\n")
+
+
+def all_runs(rows: list[dict]) -> str:
+    if not rows:
+        return NONE_YET
+    body = [[r["setting"], r["kind"], f"`{r['recipe']}`", r["budget"], r["seed"], r["epochs"],
+             f"{float(r['train_minutes']):.0f}", percent(numbers([r], "val_error")),
+             percent(numbers([r], "test_error_one_path")), percent(numbers([r], "test_error_m10")), r["commit"]]
+            for group in groups(rows, "setting", "kind").values() for r in group]
+    header = ["setting", "kind", "recipe", "budget", "seed", "epochs", "minutes", "val %", "test % one path",
+              "test % M = 10", "commit"]
+    return markdown(header, body) + f"\nMachines: {machines(rows)}.\n"
+
+
+def speed(_rows: list[dict], path: Path | None = None) -> str:
+    """The last ``python -m glimpse.bench --json docs/speed.json`` output, as a table."""
+    path = path or ROOT / "docs" / "speed.json"
+    if not path.exists():
+        return "_No benchmark recorded in docs/speed.json yet._\n"
+    data = json.loads(path.read_text())
+    rows, head = (data["rows"], data) if isinstance(data, dict) else (data, {})
+    columns = [c for c in ("kind", "setting", "canvas", "loop", "train_img_s", "eval_img_s", "eval_samples",
+                           "overhead", "peak_mib", "pixels", "precision") if any(c in r for r in rows)]
+    fmt = lambda v: f"{v:,.0f}" if isinstance(v, float) and v >= 100 else f"{v:.2f}" if isinstance(v, float) else str(v)  # noqa: E731
+    table = markdown(columns, [[fmt(r.get(c, "")) for c in columns] for r in rows])
+    where = "; ".join(f"{k}: {head[k]}" for k in ("machine", "command") if k in head)
+    return table + (f"\n{where}.\n" if where else "")
+
+
+BLOCKS: dict[str, Callable[[list[dict]], str]] = {
+    "equal-time": equal_time, "best": best, "default-run": default_run, "runs": all_runs, "speed": speed}
+
+
+def render(text: str, rows: list[dict], source: str = "") -> str:
+    """The document with every generated block rewritten from ``rows``."""
+    def fill(match: re.Match) -> str:
+        name = match["name"]
+        if name not in BLOCKS:
+            raise SystemExit(f"error: {source}: unknown block report:{name}; expected one of {', '.join(BLOCKS)}")
+        return match.group(1) + BLOCKS[name](rows) + match.group(4)
+
+    return BLOCK.sub(fill, text)
+
+
+def figures(rows: list[dict], out_dir: Path) -> list[Path]:
+    """Validation error against wall-clock minutes, one figure per setting of the equal-time table,
+    one line per run, one colour per kind: drawn from the run folders still on this machine."""
+    import matplotlib.pyplot as plt
+
+    from glimpse.plots import curve
+
+    written = []
+    for (setting, budget), rs in groups([r for r in rows if r["budget"].startswith("equal-")], "setting", "budget").items():
+        present = [r for r in rs if Path(r["run"]).is_dir()]
+        if not present:
+            continue
+        fig, ax = plt.subplots(figsize=(6, 4))
+        colours = {k: f"C{i}" for i, k in enumerate(KIND_ORDER)}
+        for kind, mine in groups(present, "kind").items():
+            for n, r in enumerate(mine):
+                _, values, minutes = curve(Path(r["run"]), "val/error")
+                ax.plot(minutes, [100 * v for v in values], color=colours[kind[0]], alpha=0.8,
+                        label=kind[0] if n == 0 else None)
+        ax.set(xlabel="wall-clock minutes", ylabel="validation error % (M = 10 for hard, choice)", yscale="log",
+               title=f"{setting}, {budget.removeprefix('equal-')} per run")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        path = out_dir / f"equal-time-{setting}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m glimpse.report", description=__doc__.splitlines()[0])
+    parser.add_argument("--add", nargs="+", type=Path, metavar="RUN_DIR", help="record these finished runs first")
+    parser.add_argument("--check", action="store_true", help="change nothing; exit 1 if a block is out of date")
+    parser.add_argument("--figures", action="store_true", help="also draw the equal-time figures into docs/figures")
+    parser.add_argument("--records", type=Path, default=ROOT / "docs" / "runs.csv")
+    parser.add_argument("--root", type=Path, default=ROOT, help="the folder holding README.md and docs/")
+    args = parser.parse_args(argv)
+    if args.add:
+        try:
+            for row in add_runs(args.records, args.add):
+                print(f"recorded {row['run']}: {row['setting']} {row['kind']} seed {row['seed']}")
+        except (ValueError, OSError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    rows = read_rows(args.records)
+    stale = []
+    for name in DOCUMENTS:
+        path = args.root / name
+        if not path.exists():
+            continue
+        text = path.read_text()
+        new = render(text, rows, name)
+        if new != text:
+            stale.append(name)
+            if not args.check:
+                path.write_text(new)
+    if args.check:
+        if stale:
+            print(f"out of date with {args.records.name}: {', '.join(stale)} (run: python -m glimpse.report)",
+                  file=sys.stderr)
+            return 1
+        print("generated tables match the records")
+        return 0
+    print(f"rewrote {', '.join(stale)}" if stale else "nothing to rewrite")
+    if args.figures:
+        for path in figures(rows, args.root / "docs" / "figures"):
+            print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

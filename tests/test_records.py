@@ -1,0 +1,113 @@
+"""Run records and generated tables: a finished run writes run.json, --add turns it into a checked row of
+runs.csv, and the report regenerates (or, with --check, refuses drifted) tables from the rows."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from glimpse import report
+from glimpse.records import COLUMNS, read_rows
+from tests.conftest import REPO
+
+TINY = ("--trainer.max_epochs=1", "--trainer.limit_train_batches=3", "--trainer.limit_val_batches=2",
+        "--trainer.limit_test_batches=2", "--trainer.log_every_n_steps=1", "--model.hidden=32", "--model.what=16",
+        "--model.where=16", "--model.glimpse_features=32")
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, data):
+    """One tiny finished hard run: (cli object, its run folder)."""
+    from glimpse.cli import main
+
+    root = tmp_path_factory.mktemp("records")
+    cli = main(args=[f"--data.root={data}", f"--trainer.logger.init_args.save_dir={root / 'runs'}",
+                     f"--trainer.default_root_dir={root / 'runs'}", "--trainer.enable_progress_bar=false",
+                     "--attention", "hard", "--seed_everything", "7", *TINY])
+    return cli, Path(cli.trainer.log_dir)
+
+
+def test_a_finished_run_writes_its_record(finished):
+    cli, run = finished
+    summary = json.loads((run / "run.json").read_text())
+    metrics = cli.trainer.callback_metrics
+    assert summary["setting"] == "mnist" and summary["kind"] == "hard" and summary["seed"] == 7
+    assert summary["budget"] == "long" and summary["recipe"] == "default"
+    # one path is hard's greedy path; M = 10 the sampled paths averaged; both from the one test evaluation
+    assert summary["test_error_one_path"] == pytest.approx(float(metrics["test/error_greedy"]))
+    assert summary["test_error_m10"] == pytest.approx(float(metrics["test/error"]))
+    assert summary["val_error"] == pytest.approx(float(cli.trainer.checkpoint_callback.best_model_score))
+    assert summary["pixels_per_image_m10"] == 10 * summary["pixels_per_image"] == 10 * 6 * 64
+    assert (run / "checkpoints" / summary["best_checkpoint"]).is_file()
+
+
+def test_the_run_folder_says_what_the_run_is(finished):
+    _, run = finished
+    assert run.parent.name == "mnist-hard-seed=7-max_epochs=1-hidden=32-what=16-where=16-glimpse_features=32"
+
+
+def test_tensorboard_hparams_hold_the_real_metrics(finished):
+    cli, run = finished
+    events = EventAccumulator(str(run))
+    events.Reload()
+    scalars = events.Tags()["scalars"]
+    assert "hp_metric" not in scalars
+    value = events.Scalars("hparams/test_error_one_path")[-1].value
+    assert value == pytest.approx(float(cli.trainer.callback_metrics["test/error_greedy"]))
+
+
+def test_add_records_a_checked_row_and_the_report_renders_it(finished, tmp_path):
+    _, run = finished
+    records = tmp_path / "runs.csv"
+    assert report.main(["--add", str(run), "--records", str(records), "--root", str(tmp_path)]) == 0
+    rows = read_rows(records)
+    assert len(rows) == 1 and tuple(rows[0]) == COLUMNS and rows[0]["seed"] == "7"
+    # adding the same run again replaces its row
+    assert report.main(["--add", str(run), "--records", str(records), "--root", str(tmp_path)]) == 0
+    assert len(read_rows(records)) == 1
+    doc = tmp_path / "README.md"
+    doc.write_text("intro\n<!-- report:runs -->\n<!-- /report:runs -->\nend\n")
+    assert report.main(["--check", "--records", str(records), "--root", str(tmp_path)]) == 1
+    assert report.main(["--records", str(records), "--root", str(tmp_path)]) == 0
+    text = doc.read_text()
+    assert "| mnist | hard | `default` | long | 7 |" in text and text.endswith("<!-- /report:runs -->\nend\n")
+    assert report.main(["--check", "--records", str(records), "--root", str(tmp_path)]) == 0
+    doc.write_text(text.replace("| 7 |", "| 8 |"))  # a number edited by hand
+    assert report.main(["--check", "--records", str(records), "--root", str(tmp_path)]) == 1
+
+
+def test_a_summary_that_disagrees_with_its_checkpoint_is_refused(finished, tmp_path, capsys):
+    _, run = finished
+    forged = tmp_path / "run"
+    forged.mkdir()
+    (forged / "checkpoints").symlink_to(run / "checkpoints")
+    summary = json.loads((run / "run.json").read_text())
+    (forged / "run.json").write_text(json.dumps(summary | {"val_error": summary["val_error"] / 2}))
+    assert report.main(["--add", str(forged), "--records", str(tmp_path / "runs.csv"), "--root", str(tmp_path)]) == 2
+    assert "validation error" in capsys.readouterr().err
+    assert report.main(["--add", str(tmp_path), "--records", str(tmp_path / "runs.csv"), "--root", str(tmp_path)]) == 2
+
+
+def test_equal_time_and_best_tables_average_seeds_and_choose_on_validation():
+    base = {c: "" for c in COLUMNS} | {"setting": "mnist", "machine": "m", "epochs": "10", "pixels_per_image": "384"}
+    rows = [base | {"kind": "hard", "budget": "equal-15min", "seed": str(s), "test_error_one_path": str(e),
+                    "test_error_m10": "0.01", "val_error": "0.02", "recipe": "r"} for s, e in ((100, 0.01), (101, 0.03))]
+    table = report.equal_time(rows)
+    assert "| mnist | 15min | hard | 100, 101 | 10.0 | **2.00 ± 1.41** | 1.00 ± 0.00 |" in table
+    # best: the recipe with the lower VALIDATION error wins, even though its test error is higher
+    long = [base | {"kind": "soft", "budget": "long", "seed": "1", "recipe": name, "val_error": val,
+                    "test_error_one_path": test} for name, val, test in (("a", "0.01", "0.05"), ("b", "0.02", "0.01"))]
+    assert "| mnist | soft | `a` | 1 | **5.00** |" in report.best(long)
+
+
+def test_unknown_block_is_refused():
+    with pytest.raises(SystemExit, match="unknown block report:nope"):
+        report.render("<!-- report:nope -->\n<!-- /report:nope -->", [])
+
+
+def test_the_documents_match_the_records():
+    """What CI checks: README.md and docs/results.md tables are what docs/runs.csv gives."""
+    assert report.main(["--check", "--root", str(REPO)]) == 0
