@@ -1,5 +1,6 @@
 """The command line: LightningCLI over GlimpseModel and GlimpseData, then fit and test."""
 
+import argparse
 import logging
 import re
 import sys
@@ -9,6 +10,7 @@ from pathlib import Path
 from typing import Literal, Optional
 
 from lightning.pytorch.callbacks import ModelCheckpoint, Timer
+from jsonargparse import DefaultHelpFormatter
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
 
@@ -35,6 +37,12 @@ The project's own options come first; Lightning's Trainer options (--trainer.*) 
   --ckpt_path PATH|last           resume a run in its own folder
   --print_config                  print the resolved settings as YAML and exit
 Runs go to runs/<name>/version_N/: TensorBoard events, config.yaml, checkpoints/, run.json (the record)."""
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, DefaultHelpFormatter):
+    """jsonargparse's help, but the description keeps its lines: it is a table of the options."""
+
+
 # Settings that name a run when given on the command line: the ones that change what is trained.
 NAMING_PREFIXES = ("--model.", "--data.", "--seed_everything", "--trainer.max_epochs", "--trainer.max_time",
                    "--trainer.precision")
@@ -165,7 +173,7 @@ def main(args=None) -> GlimpseCLI:
         run=False,
         auto_configure_optimizers=False,
         save_config_kwargs={"overwrite": True},
-        parser_kwargs={"usage": USAGE, "description": DESCRIPTION},
+        parser_kwargs={"usage": USAGE, "description": DESCRIPTION, "formatter_class": HelpFormatter},
         trainer_defaults={
             "max_epochs": 30,
             "default_root_dir": "runs",

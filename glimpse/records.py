@@ -35,9 +35,20 @@ def kind_name(attention: str, estimator: str) -> str:
     return f"choice-{estimator}" if attention == "choice" else attention
 
 
+def kind_arguments(kind: str) -> list[str]:
+    """The training arguments that make a run of this kind (the inverse of ``kind_name``)."""
+    attention, _, estimator = kind.partition("-")
+    return ["--attention", attention] + (["--model.estimator", estimator] if estimator else [])
+
+
 def budget_name(max_time_seconds: float | None) -> str:
     """"equal-<N>min" for a run given a wall-clock budget (the equal-time table), else "long"."""
-    return "long" if max_time_seconds is None else f"equal-{round(max_time_seconds / 60)}min"
+    return "long" if max_time_seconds is None else f"equal-{round(max_time_seconds / 60, 2):g}min"
+
+
+def seconds(duration: str) -> float:
+    """Lightning's DD:HH:MM:SS duration in seconds."""
+    return sum(int(part) * unit for part, unit in zip(duration.split(":"), (86400, 3600, 60, 1)))
 
 
 def machine() -> str:

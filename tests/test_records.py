@@ -7,10 +7,11 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from glimpse import report
-from glimpse.records import COLUMNS, read_rows
+from glimpse.records import COLUMNS, budget_name, kind_arguments, read_rows, seconds
 from tests.conftest import REPO
 
 TINY = ("--trainer.max_epochs=1", "--trainer.limit_train_batches=3", "--trainer.limit_val_batches=2",
@@ -111,3 +112,38 @@ def test_unknown_block_is_refused():
 def test_the_documents_match_the_records():
     """What CI checks: README.md and docs/results.md tables are what docs/runs.csv gives."""
     assert report.main(["--check", "--root", str(REPO)]) == 0
+
+
+def test_the_experiment_runs_only_what_the_plan_lacks(tmp_path):
+    """Every cell of a table trains with its setting's recipe and differs only in kind and seed; a cell
+    already recorded at the plan's budget is not run again."""
+    from glimpse.experiment import PLAN, commands
+
+    plan = yaml.safe_load(PLAN.read_text())
+    todo = commands("equal-time", plan, ["mnist"], None, None, done={("mnist", "hard", "100")})
+    cells = [cell for cell, _ in todo]
+    assert ("mnist", "hard", "100") not in cells and ("mnist", "hard", "101") in cells
+    assert len(cells) == sum(len(s) for s in plan["equal-time"]["seeds"].values()) - 1
+    for (setting, kind, seed), args in todo:
+        rest = " ".join(args).replace(f"-{kind}-s{seed}", "").replace(seed, "SEED")
+        rest = rest.replace(" ".join(kind_arguments(kind)), "KIND")
+        assert rest == ("--config configs/recipes/mnist.yaml KIND --seed_everything SEED --trainer.max_time "
+                        f"{plan['equal-time']['budget']} --trainer.max_epochs -1 --name equal-time-mnist")
+        assert (REPO / args[1]).is_file()
+
+
+def test_budget_names():
+    assert budget_name(seconds("00:00:15:00")) == "equal-15min" and budget_name(None) == "long"
+    assert budget_name(seconds("00:00:00:06")) == "equal-0.1min"
+
+
+def test_a_wall_clock_budget_stops_the_run_and_the_schedule_spans_it(cli):
+    """The equal-time table: --trainer.max_time stops training, and the learning rate has annealed to
+    (nearly) zero by then, whatever number of steps fitted in."""
+    run = cli("--attention", "soft", "--trainer.max_time", "00:00:00:04", "--trainer.max_epochs", "-1",
+              "--trainer.limit_train_batches", "4", "--trainer.limit_val_batches", "2", "--trainer.limit_test_batches",
+              "2", *TINY[4:])
+    lr = run.trainer.optimizers[0].param_groups[0]["lr"]
+    assert run.trainer.current_epoch >= 2 and lr < 0.05 * run.model.hparams.lr, (run.trainer.current_epoch, lr)
+    summary = json.loads((Path(run.trainer.log_dir) / "run.json").read_text())
+    assert summary["budget"] == "equal-0.07min" and 0.06 < summary["train_minutes"] < 0.2

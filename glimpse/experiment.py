@@ -1,0 +1,90 @@
+"""Run the pre-registered comparison: each missing (setting, kind, seed) of a table in
+configs/recipes/plan.yaml, one after another, each recorded in docs/runs.csv as it finishes.
+
+    python -m glimpse.experiment equal-time --dry-run                 # the commands, nothing run
+    python -m glimpse.experiment equal-time --settings mnist --kinds hard soft --seeds 100
+    OMP_NUM_THREADS=1 taskset -c 1 python -m glimpse.experiment equal-time --settings mnist --seeds 101 &
+
+Why a runner: the plan (recipes, seeds, budget) is committed before any run, and a table cell is
+"this recipe, this kind, this seed, this budget"; typing the commands by hand is where a cell
+quietly differs from its neighbours. Runs of one table differ only in the kind's arguments and the
+seed. Two runners on a 2-core machine: give each one core (``taskset``) and one thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from glimpse.records import add_runs, budget_name, kind_arguments, read_rows, seconds
+
+ROOT = Path(__file__).resolve().parents[1]
+PLAN = ROOT / "configs" / "recipes" / "plan.yaml"
+
+
+def commands(table: str, plan: dict, settings: list[str] | None, kinds: list[str] | None,
+             seeds: list[int] | None, done: set[tuple]) -> list[tuple[tuple, list[str]]]:
+    """(cell, train.py arguments) of every planned run not yet recorded, in plan order."""
+    spec = plan[table]
+    out = []
+    for setting in settings or spec["settings"]:
+        for kind, planned in spec["seeds"].items():
+            if kinds and kind not in kinds:
+                continue
+            for seed in planned:
+                if seeds and seed not in seeds:
+                    continue
+                cell = (setting, kind, str(seed))
+                if cell in done:
+                    continue
+                args = ["--config", f"configs/recipes/{setting}.yaml", *kind_arguments(kind),
+                        "--seed_everything", str(seed), "--trainer.max_time", spec["budget"],
+                        "--trainer.max_epochs", "-1", "--name", f"{table}-{setting}-{kind}-s{seed}"]
+                out.append((cell, args))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m glimpse.experiment", description=__doc__.splitlines()[0])
+    parser.add_argument("table", help="a table of the plan, e.g. equal-time")
+    parser.add_argument("--settings", nargs="+", help="only these settings (default: the plan's)")
+    parser.add_argument("--kinds", nargs="+", help="only these kinds (default: the plan's)")
+    parser.add_argument("--seeds", nargs="+", type=int, help="only these of the plan's seeds")
+    parser.add_argument("--plan", type=Path, default=PLAN)
+    parser.add_argument("--records", type=Path, default=ROOT / "docs" / "runs.csv")
+    parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    args = parser.parse_args(argv)
+    plan = yaml.safe_load(args.plan.read_text())
+    if args.table not in plan or "seeds" not in plan[args.table]:
+        parser.error(f"table={args.table!r} is not allowed: expected one of "
+                     + ", ".join(k for k, v in plan.items() if "seeds" in v and "budget" in v))
+    spec = plan[args.table]
+    for name, given, allowed in (("settings", args.settings, spec["settings"]), ("kinds", args.kinds, list(spec["seeds"]))):
+        for value in given or []:
+            if value not in allowed:
+                parser.error(f"--{name} {value} is not allowed: expected one of {', '.join(allowed)}")
+    budget = budget_name(seconds(spec["budget"]))
+    done = {(r["setting"], r["kind"], r["seed"]) for r in read_rows(args.records) if r["budget"] == budget}
+    todo = commands(args.table, plan, args.settings, args.kinds, args.seeds, done)
+    env = {**os.environ, "OMP_NUM_THREADS": str(spec.get("threads", 1))}
+    for cell, train_args in todo:
+        print("python train.py " + " ".join(train_args), flush=True)
+        if args.dry_run:
+            continue
+        done_run = subprocess.run([sys.executable, "train.py", *train_args], cwd=ROOT, env=env)
+        if done_run.returncode != 0:
+            print(f"error: {' '.join(cell)} failed (exit {done_run.returncode}); later cells not run", file=sys.stderr)
+            return 1
+        runs = sorted((ROOT / "runs" / train_args[-1]).glob("version_*/run.json"), key=lambda p: p.stat().st_mtime)
+        add_runs(args.records, [runs[-1].parent])
+        print(f"recorded {' '.join(cell)}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
