@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,12 @@ def data() -> str:
     root = REPO / "data"
     ensure_mnist(root)
     return str(root)
+
+
+@pytest.fixture(autouse=True)
+def command_line_of_its_own(monkeypatch):
+    """In-process command lines see only the arguments a test gives them, not pytest's own."""
+    monkeypatch.setattr(sys, "argv", sys.argv[:1])
 
 
 @pytest.fixture

@@ -4,7 +4,9 @@ runs.csv, and the report regenerates (or, with --check, refuses drifted) tables 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import yaml
@@ -25,9 +27,10 @@ def finished(tmp_path_factory, data):
     from glimpse.cli import main
 
     root = tmp_path_factory.mktemp("records")
-    cli = main(args=[f"--data.root={data}", f"--trainer.logger.init_args.save_dir={root / 'runs'}",
-                     f"--trainer.default_root_dir={root / 'runs'}", "--trainer.enable_progress_bar=false",
-                     "--attention", "hard", "--seed_everything", "7", *TINY])
+    with mock.patch.object(sys, "argv", ["train.py"]):
+        cli = main(args=[f"--data.root={data}", f"--trainer.logger.init_args.save_dir={root / 'runs'}",
+                         f"--trainer.default_root_dir={root / 'runs'}", "--trainer.enable_progress_bar=false",
+                         "--attention", "hard", "--seed_everything", "7", *TINY])
     return cli, Path(cli.trainer.log_dir)
 
 
