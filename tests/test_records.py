@@ -39,7 +39,7 @@ def test_a_finished_run_writes_its_record(finished):
     summary = json.loads((run / "run.json").read_text())
     metrics = cli.trainer.callback_metrics
     assert summary["setting"] == "mnist" and summary["kind"] == "hard" and summary["seed"] == 7
-    assert summary["budget"] == "long" and summary["recipe"] == "default"
+    assert summary["budget"] == "long" and summary["recipe"] == "configs/recipes/mnist.yaml+configs/default.yaml"
     # one path is hard's greedy path; M = 10 the sampled paths averaged; both from the one test evaluation
     assert summary["test_error_one_path"] == pytest.approx(float(metrics["test/error_greedy"]))
     assert summary["test_error_m10"] == pytest.approx(float(metrics["test/error"]))
@@ -77,7 +77,7 @@ def test_add_records_a_checked_row_and_the_report_renders_it(finished, tmp_path)
     assert report.main(["--check", "--records", str(records), "--root", str(tmp_path)]) == 1
     assert report.main(["--records", str(records), "--root", str(tmp_path)]) == 0
     text = doc.read_text()
-    assert "| mnist | hard | `default` | long | 7 |" in text and text.endswith("<!-- /report:runs -->\nend\n")
+    assert "| mnist | hard | `configs/recipes/mnist.yaml+configs/default.yaml` | long | 7 |" in text and text.endswith("<!-- /report:runs -->\nend\n")
     assert report.main(["--check", "--records", str(records), "--root", str(tmp_path)]) == 0
     doc.write_text(text.replace("| 7 |", "| 8 |"))  # a number edited by hand
     assert report.main(["--check", "--records", str(records), "--root", str(tmp_path)]) == 1

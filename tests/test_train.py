@@ -7,6 +7,7 @@ import sys
 
 import pytest
 import torch
+import yaml
 
 from glimpse.module import GlimpseModel
 from tests.conftest import REPO
@@ -32,7 +33,9 @@ def test_print_config_runs_as_a_script():
     done = subprocess.run([sys.executable, "train.py", "--attention", "soft", "--print_config"], cwd=REPO,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert "attention: soft" in done.stdout and "max_epochs: 30" in done.stdout
+    # no --config: the default run's recipe
+    epochs = yaml.safe_load((REPO / "configs/default.yaml").read_text())["trainer"]["max_epochs"]
+    assert "attention: soft" in done.stdout and f"max_epochs: {epochs}" in done.stdout and "core: lstm" in done.stdout
 
 
 @pytest.mark.slow
