@@ -55,7 +55,7 @@ def step_frames(net: AttentionNet, images: Tensor, out: Rollout, labels: Tensor)
             if net.stochastic:  # the squares this step read
                 c = centres[i, t]
                 boxes = torch.stack([torch.cat([c - w / 2, c + w / 2]) for w in widths])
-                picture = draw_bounding_boxes(picture, boxes, labels=[str(t)] + [""] * (len(widths) - 1),
+                picture = draw_bounding_boxes(picture, boxes, labels=[str(t + 1)] + [""] * (len(widths) - 1),
                                               colors=colours[t], width=2)
             picture = draw_keypoints(picture, centres[i, None, : t + 1], colors=colours[t], radius=3, width=2,
                                      connectivity=[(s, s + 1) for s in range(t)])
