@@ -144,13 +144,26 @@ class GlimpseModel(L.LightningModule):
         return out.logits.softmax(-1).view(samples, b, -1).mean(0)
 
     def shared_step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
-        """One step for train, val and test: M rollouts per image, the objective, the metrics."""
+        """One step for train, val and test: M rollouts per image, the objective, the metrics.
+
+        Training logs only on the steps the logger writes (``log_every_n_steps``): every ``self.log``
+        goes through Lightning's result collection, a cost paid on every step it is called, and
+        values logged between two logging steps are never written anyway.
+        """
         images, labels = batch
         b = images.shape[0]
         m = 1 if not self.net.stochastic else self.hparams.train_samples if stage == "train" else self.eval_samples
         out = self.net(images, samples=m)
         hp = self.hparams
         loss, metrics = objective(out, labels.repeat(m), hp.reinforce_weight, hp.reward, hp.baseline, samples=m)
+        if stage == "train":
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"non-finite training loss ({loss.item()}) at global step {self.global_step} "
+                    f"(epoch {self.current_epoch}, batch {self.trainer.fit_loop.epoch_loop.batch_idx}); "
+                    "checkpoints saved so far are kept")
+            if not self.logging_step():
+                return loss
         probs = out.logits.detach().softmax(-1).view(m, b, -1).mean(0)  # (B, classes)
         metrics["error"] = (probs.argmax(-1) != labels).float().mean()
         if self.net.kind == "hard":
@@ -161,15 +174,16 @@ class GlimpseModel(L.LightningModule):
             if stage != "train":
                 metrics["error_greedy"] = (self.predict_proba(images, greedy=True).argmax(-1) != labels).float().mean()
         if stage == "train":
-            if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"non-finite training loss ({loss.item()}) at global step {self.global_step} "
-                    f"(epoch {self.current_epoch}, batch {self.trainer.fit_loop.epoch_loop.batch_idx}); "
-                    "checkpoints saved so far are kept")
             metrics["lr"] = torch.tensor(self.trainer.optimizers[0].param_groups[0]["lr"])
         self.log_dict({f"{stage}/{k}": v for k, v in metrics.items()}, batch_size=b, sync_dist=stage != "train")
         self.log(f"{stage}_error", metrics["error"], batch_size=b, prog_bar=True, logger=False, sync_dist=stage != "train")
         return loss
+
+    def logging_step(self) -> bool:
+        """Whether the loggers write this training step's values: the trainer's own test (the one
+        Lightning's LearningRateMonitor uses), so the two cannot disagree."""
+        trainer = self.trainer
+        return bool(trainer.fast_dev_run) or trainer._logger_connector.should_update_logs
 
     def on_train_batch_start(self, batch, batch_idx):
         if hasattr(self.net, "set_step"):  # choice with gumbel: anneal the temperature
@@ -202,9 +216,10 @@ class GlimpseModel(L.LightningModule):
     def configure_optimizers(self):
         hp = self.hparams
         if hp.optimizer == "sgd":
-            opt = torch.optim.SGD(self.parameters(), lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
-        else:
-            opt = torch.optim.Adam(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+            opt = torch.optim.SGD(self.parameters(), lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay,
+                                  fused=True)
+        else:  # fused: one kernel for all parameters (on CPU the default is a Python loop over them)
+            opt = torch.optim.Adam(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay, fused=True)
         if self.hparams.schedule == "constant":
             return opt
         total = self.total_steps()
