@@ -4,7 +4,8 @@ from typing import Literal
 
 import lightning as L
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+from torchmetrics import MeanMetric
 
 from glimpse.checks import require, require_choice
 from glimpse.losses import BASELINES, REWARDS, objective
@@ -133,6 +134,15 @@ class GlimpseModel(L.LightningModule):
         own = {"hard": dict(std=std, start=start, policy_norm=policy_norm), "soft": soft, "choice": {**soft, **choice}}
         self.net = build(attention, image_size, **common, **own.get(attention, {}))
         self.eval_samples = eval_samples
+        # Error rates over a whole validation/test epoch: accumulated on the device, synchronised
+        # across processes by torchmetrics when computed.
+        self.errors = nn.ModuleDict({f"{stage}_{name}": MeanMetric() for stage in ("val", "test")
+                                     for name in ("error", "error_greedy")})
+        # (global step, epoch, batch) of the first non-finite training loss (-1: none so far). A device-side flag,
+        # not a check per step: reading a value on the host waits for the device. It is read on
+        # logging steps and before any validation or checkpoint, so a diverged model is neither
+        # validated nor saved.
+        self.register_buffer("first_nonfinite", torch.full((3,), -1), persistent=False)
 
     def forward(self, images: Tensor, greedy: bool = False):
         return self.net(images, greedy=greedy)
@@ -157,27 +167,52 @@ class GlimpseModel(L.LightningModule):
         hp = self.hparams
         loss, metrics = objective(out, labels.repeat(m), hp.reinforce_weight, hp.reward, hp.baseline, samples=m)
         if stage == "train":
-            if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"non-finite training loss ({loss.item()}) at global step {self.global_step} "
-                    f"(epoch {self.current_epoch}, batch {self.trainer.fit_loop.epoch_loop.batch_idx}); "
-                    "checkpoints saved so far are kept")
+            self.flag_nonfinite(loss)
             if not self.logging_step():
                 return loss
+            self.raise_if_diverged()
+        elif not torch.isfinite(loss):  # evaluation is not the hot path: check every batch
+            raise FloatingPointError(f"non-finite {stage} loss ({loss.item()}) after global step {self.global_step}")
         probs = out.logits.detach().softmax(-1).view(m, b, -1).mean(0)  # (B, classes)
-        metrics["error"] = (probs.argmax(-1) != labels).float().mean()
+        wrong = (probs.argmax(-1) != labels).float()  # (B,)
         if self.net.kind == "hard":
             metrics["std"] = torch.tensor(self.net.policy.std)
         if getattr(self.net, "estimator", None) == "gumbel":
             metrics["temperature"] = torch.tensor(self.net.temperature)
+        sync = stage != "train"
+        self.log_dict({f"{stage}/{k}": v for k, v in metrics.items()}, batch_size=b, sync_dist=sync)
+        if stage == "train":  # this batch's error
+            self.log("train/error", wrong.mean(), batch_size=b)
+            self.log("train_error", wrong.mean(), batch_size=b, prog_bar=True, logger=False)
+            return loss
+        errors = {"error": wrong}
         if self.net.stochastic:
-            if stage != "train":
-                metrics["error_greedy"] = (self.predict_proba(images, greedy=True).argmax(-1) != labels).float().mean()
-        if stage == "train":
-            metrics["lr"] = torch.tensor(self.trainer.optimizers[0].param_groups[0]["lr"])
-        self.log_dict({f"{stage}/{k}": v for k, v in metrics.items()}, batch_size=b, sync_dist=stage != "train")
-        self.log(f"{stage}_error", metrics["error"], batch_size=b, prog_bar=True, logger=False, sync_dist=stage != "train")
+            errors["error_greedy"] = (self.predict_proba(images, greedy=True).argmax(-1) != labels).float()
+        for name, value in errors.items():
+            metric = self.errors[f"{stage}_{name}"]
+            metric.update(value)
+            self.log(f"{stage}/{name}", metric, batch_size=b)
+        self.log(f"{stage}_error", self.errors[f"{stage}_error"], batch_size=b, prog_bar=True, logger=False)
         return loss
+
+    def flag_nonfinite(self, loss: Tensor) -> None:
+        """Record (on the device, no wait) where the first non-finite training loss happened."""
+        first, where = self.first_nonfinite, (self.global_step, self.current_epoch, self.trainer.fit_loop.epoch_loop.batch_idx)
+        first.copy_(torch.where((first[0] < 0) & ~torch.isfinite(loss.detach()), first.new_tensor(where), first))
+
+    def raise_if_diverged(self) -> None:
+        """Stop the run, naming the step, if a training loss has been non-finite (one host read)."""
+        step, epoch, batch = self.first_nonfinite.tolist()
+        if step >= 0:
+            raise FloatingPointError(
+                f"non-finite training loss at global step {step} (epoch {epoch}, batch {batch}); stopped at step "
+                f"{self.global_step}, before validating or saving the diverged model; checkpoints saved so far are kept")
+
+    def on_validation_start(self) -> None:
+        self.raise_if_diverged()
+
+    def on_train_end(self) -> None:
+        self.raise_if_diverged()
 
     def logging_step(self) -> bool:
         """Whether the loggers write this training step's values: the trainer's own test (the one
@@ -197,6 +232,7 @@ class GlimpseModel(L.LightningModule):
         return max(1, int(self.trainer.estimated_stepping_batches))
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        self.raise_if_diverged()  # raised here, the checkpoint is not written
         if self.net.kind == "hard":  # an annealed std is state, not a hyperparameter: evaluation samples with it
             checkpoint["policy_std"] = self.net.policy.std
 
@@ -220,11 +256,11 @@ class GlimpseModel(L.LightningModule):
                                   fused=True)
         else:  # fused: one kernel for all parameters (on CPU the default is a Python loop over them)
             opt = torch.optim.Adam(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay, fused=True)
-        if self.hparams.schedule == "constant":
-            return opt
-        total = self.total_steps()
-        if self.hparams.schedule == "cosine":
-            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
-        else:
+        if hp.schedule == "cosine":
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.total_steps())
+        elif hp.schedule == "linear":
+            total = self.total_steps()
             sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: max(0.0, 1 - step / total))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        else:  # a scheduler all the same, so that LearningRateMonitor logs every schedule under one name
+            sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "name": "train/lr"}}
