@@ -7,7 +7,8 @@ import math
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Timer
-from torch import Tensor
+from torch import Tensor, nn
+from torchmetrics import MeanMetric
 
 from glimpse.checks import require, require_choice
 from glimpse.losses import BASELINES, REWARDS, objective
@@ -137,6 +138,15 @@ class GlimpseModel(L.LightningModule):
         own = {"hard": dict(std=std, start=start, policy_norm=policy_norm), "soft": soft, "choice": {**soft, **choice}}
         self.net = build(attention, image_size, **common, **own.get(attention, {}))
         self.eval_samples = eval_samples
+        # Error rates over a whole validation/test epoch: accumulated on the device, synchronised
+        # across processes by torchmetrics when computed.
+        self.errors = nn.ModuleDict({f"{stage}_{name}": MeanMetric() for stage in ("val", "test")
+                                     for name in ("error", "error_greedy")})
+        # (global step, epoch, batch) of the first non-finite training loss (-1: none so far). A device-side flag,
+        # not a check per step: reading a value on the host waits for the device. It is read on
+        # logging steps and before any validation or checkpoint, so a diverged model is neither
+        # validated nor saved.
+        self.register_buffer("first_nonfinite", torch.full((3,), -1), persistent=False)
 
     def forward(self, images: Tensor, greedy: bool = False):
         return self.net(images, greedy=greedy)
@@ -148,32 +158,71 @@ class GlimpseModel(L.LightningModule):
         return out.logits.softmax(-1).view(samples, b, -1).mean(0)
 
     def shared_step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
-        """One step for train, val and test: M rollouts per image, the objective, the metrics."""
+        """One step for train, val and test: M rollouts per image, the objective, the metrics.
+
+        Training logs only on the steps the logger writes (``log_every_n_steps``): every ``self.log``
+        goes through Lightning's result collection, a cost paid on every step it is called, and
+        values logged between two logging steps are never written anyway.
+        """
         images, labels = batch
         b = images.shape[0]
         m = 1 if not self.net.stochastic else self.hparams.train_samples if stage == "train" else self.eval_samples
         out = self.net(images, samples=m)
         hp = self.hparams
         loss, metrics = objective(out, labels.repeat(m), hp.reinforce_weight, hp.reward, hp.baseline, samples=m)
+        if stage == "train":
+            self.flag_nonfinite(loss)
+            if not self.logging_step():
+                return loss
+            self.raise_if_diverged()
+        elif not torch.isfinite(loss):  # evaluation is not the hot path: check every batch
+            raise FloatingPointError(f"non-finite {stage} loss ({loss.item()}) after global step {self.global_step}")
         probs = out.logits.detach().softmax(-1).view(m, b, -1).mean(0)  # (B, classes)
-        metrics["error"] = (probs.argmax(-1) != labels).float().mean()
+        wrong = (probs.argmax(-1) != labels).float()  # (B,)
         if self.net.kind == "hard":
             metrics["std"] = torch.tensor(self.net.policy.std)
         if getattr(self.net, "estimator", None) == "gumbel":
             metrics["temperature"] = torch.tensor(self.net.temperature)
+        sync = stage != "train"
+        self.log_dict({f"{stage}/{k}": v for k, v in metrics.items()}, batch_size=b, sync_dist=sync)
+        if stage == "train":  # this batch's error
+            self.log("train/error", wrong.mean(), batch_size=b)
+            self.log("train_error", wrong.mean(), batch_size=b, prog_bar=True, logger=False)
+            return loss
+        errors = {"error": wrong}
         if self.net.stochastic:
-            if stage != "train":
-                metrics["error_greedy"] = (self.predict_proba(images, greedy=True).argmax(-1) != labels).float().mean()
-        if stage == "train":
-            if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"non-finite training loss ({loss.item()}) at global step {self.global_step} "
-                    f"(epoch {self.current_epoch}, batch {self.trainer.fit_loop.epoch_loop.batch_idx}); "
-                    "checkpoints saved so far are kept")
-            metrics["lr"] = torch.tensor(self.trainer.optimizers[0].param_groups[0]["lr"])
-        self.log_dict({f"{stage}/{k}": v for k, v in metrics.items()}, batch_size=b, sync_dist=stage != "train")
-        self.log(f"{stage}_error", metrics["error"], batch_size=b, prog_bar=True, logger=False, sync_dist=stage != "train")
+            errors["error_greedy"] = (self.predict_proba(images, greedy=True).argmax(-1) != labels).float()
+        for name, value in errors.items():
+            metric = self.errors[f"{stage}_{name}"]
+            metric.update(value)
+            self.log(f"{stage}/{name}", metric, batch_size=b)
+        self.log(f"{stage}_error", self.errors[f"{stage}_error"], batch_size=b, prog_bar=True, logger=False)
         return loss
+
+    def flag_nonfinite(self, loss: Tensor) -> None:
+        """Record (on the device, no wait) where the first non-finite training loss happened."""
+        first, where = self.first_nonfinite, (self.global_step, self.current_epoch, self.trainer.fit_loop.epoch_loop.batch_idx)
+        first.copy_(torch.where((first[0] < 0) & ~torch.isfinite(loss.detach()), first.new_tensor(where), first))
+
+    def raise_if_diverged(self) -> None:
+        """Stop the run, naming the step, if a training loss has been non-finite (one host read)."""
+        step, epoch, batch = self.first_nonfinite.tolist()
+        if step >= 0:
+            raise FloatingPointError(
+                f"non-finite training loss at global step {step} (epoch {epoch}, batch {batch}); stopped at step "
+                f"{self.global_step}, before validating or saving the diverged model; checkpoints saved so far are kept")
+
+    def on_validation_start(self) -> None:
+        self.raise_if_diverged()
+
+    def on_train_end(self) -> None:
+        self.raise_if_diverged()
+
+    def logging_step(self) -> bool:
+        """Whether the loggers write this training step's values: the trainer's own test (the one
+        Lightning's LearningRateMonitor uses), so the two cannot disagree."""
+        trainer = self.trainer
+        return bool(trainer.fast_dev_run) or trainer._logger_connector.should_update_logs
 
     def on_train_batch_start(self, batch, batch_idx):
         if hasattr(self.net, "set_step"):  # choice with gumbel: anneal the temperature
@@ -203,6 +252,7 @@ class GlimpseModel(L.LightningModule):
         return min(1.0, self.global_step / self.total_steps())
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        self.raise_if_diverged()  # raised here, the checkpoint is not written
         if self.net.kind == "hard":  # an annealed std is state, not a hyperparameter: evaluation samples with it
             checkpoint["policy_std"] = self.net.policy.std
 
@@ -222,14 +272,15 @@ class GlimpseModel(L.LightningModule):
     def configure_optimizers(self):
         hp = self.hparams
         if hp.optimizer == "sgd":
-            opt = torch.optim.SGD(self.parameters(), lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
-        else:
-            opt = torch.optim.Adam(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
-        if self.hparams.schedule == "constant":
-            return opt
-        if self.hparams.schedule == "cosine":
+            opt = torch.optim.SGD(self.parameters(), lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay,
+                                  fused=True)
+        else:  # fused: one kernel for all parameters (on CPU the default is a Python loop over them)
+            opt = torch.optim.Adam(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay, fused=True)
+        if hp.schedule == "cosine":
             factor = lambda _: 0.5 * (1 + math.cos(math.pi * self.progress()))  # noqa: E731
-        else:
+        elif hp.schedule == "linear":
             factor = lambda _: 1 - self.progress()  # noqa: E731
+        else:  # a scheduler all the same, so that LearningRateMonitor logs every schedule under one name
+            factor = lambda _: 1.0  # noqa: E731
         sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "name": "train/lr"}}

@@ -99,3 +99,22 @@ def test_choice_learns_real_mnist(cli, estimator):
     metrics = run.trainer.callback_metrics
     assert metrics["test/error"] < 0.5, metrics  # chance: 0.9
     assert metrics["test/error_greedy"] < 0.5, metrics
+
+
+def test_gumbel_looks_at_exactly_one_location_in_the_forward_pass():
+    """Straight-through: the forward choice is one-hot (a soft mix would be soft attention again),
+    and the rollout's locations are grid points."""
+    net, out, *_ = choice_parts("gumbel")
+    scores = torch.randn(64, net.grid.shape[0])
+    mix, _ = net.select(scores, scores.softmax(-1), greedy=False)
+    assert ((mix == 0) | (mix == 1)).all() and (mix.sum(-1) == 1).all()
+    distance = (out.locations[:, :, None] - net.grid).abs().sum(-1).amin(-1)  # (B, T) to the nearest grid point
+    assert distance.max() < 1e-6
+
+
+def test_choice_sampling_survives_non_finite_weights():
+    """A diverged model must reach the loss (where the guard names the step), not fail while sampling."""
+    net = build("choice", 28, glimpses=2, grid_stride=10)
+    scores = torch.full((4, 9), float("nan"))
+    mix, log_prob = net.select(scores, scores.softmax(-1), greedy=False)
+    assert (mix.sum(-1) == 1).all() and log_prob.isnan().all()

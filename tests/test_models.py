@@ -194,3 +194,41 @@ def test_cost_counts_pixels_read():
 def test_bad_settings_name_the_value(kind, kwargs, name):
     with pytest.raises(ConfigError, match=name):
         build(kind, 28, **kwargs)
+
+
+def test_reinforce_term_does_not_train_the_baseline():
+    """The advantage R - b_t must hold b_t constant: the policy term's gradient is -(R - b_t) / B
+    for each log-probability and nothing for the baseline (which its squared error trains)."""
+    from glimpse.losses import reinforce
+    log_probs = torch.randn(4, 3, requires_grad=True)
+    baselines = torch.rand(4, 3, requires_grad=True)
+    reward = torch.tensor([1.0, 0.0, 1.0, 1.0])
+    reinforce(log_probs, baselines, reward)["reinforce"].backward()
+    assert baselines.grad is None or not baselines.grad.any()
+    torch.testing.assert_close(log_probs.grad, -(reward[:, None] - baselines.detach()) / 4)
+
+
+def test_log_probability_is_of_the_sample_before_clamping():
+    """Near the border many samples fall outside [-1, 1] and are clamped; their log-probability
+    must be of where they fell, which is further from the mean than the clamped location."""
+    from torch.distributions import Normal
+
+    from glimpse.models.parts import GaussianPolicy
+    torch.manual_seed(0)
+    policy = GaussianPolicy(8, std=0.5)
+    with torch.no_grad():
+        policy.mean.weight.zero_()
+        policy.mean.bias.fill_(0.8)  # tanh(0.8) = 0.66: a third of the draws leave the image
+    loc, log_prob, mean = policy(torch.rand(1000, 8))
+    of_clamped = Normal(mean, 0.5).log_prob(loc).sum(-1)
+    clamped = (loc.abs() == 1).any(-1)
+    assert 100 < clamped.sum() < 900
+    torch.testing.assert_close(log_prob[~clamped], of_clamped[~clamped])
+    assert (log_prob[clamped] < of_clamped[clamped] - 1e-6).all()
+
+
+def test_rollout_moves_every_tensor_and_keeps_the_missing_ones_missing():
+    out = build("hard", 28, glimpses=2)(torch.rand(2, 1, 28, 28))
+    moved = out.to(torch.float64)
+    assert moved.logits.dtype == moved.log_probs.dtype == torch.float64 and moved.patches is None
+    torch.testing.assert_close(moved.locations, out.locations.double())

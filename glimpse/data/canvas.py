@@ -41,6 +41,8 @@ def compose(
     if fragments < 0 or not 1 <= fragment_size <= DIGIT:
         raise ValueError(f"need fragments >= 0 and 1 <= fragment_size <= 28, got {fragments}, {fragment_size}")
     b, k, s = digits.shape[0], fragments, fragment_size
+    if canvas == DIGIT and k == 0:  # one place only (plain MNIST): nothing to compose, nothing to draw
+        return digits.clone(), digits.new_zeros(b, 2, dtype=torch.int64)
     # int16 holds (K+1)*255 for K < 128; more clutter than that needs int32
     sums = torch.zeros(b, canvas * canvas, dtype=torch.int16 if k < 128 else torch.int32)
     if k:

@@ -1,7 +1,8 @@
 """What every attention model has: the sensor, the glimpse network, the core and the classifier."""
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass
 
+from lightning_utilities import apply_to_collection
 from torch import Tensor, nn
 
 from glimpse.checks import require
@@ -22,8 +23,9 @@ class Rollout:
     patches: Tensor | None = None  # (B, T, k, C, g, g) hard, when asked for: what the network saw
 
     def to(self, device) -> "Rollout":
-        moved = {f.name: getattr(self, f.name).to(device) for f in fields(self) if getattr(self, f.name) is not None}
-        return replace(self, **moved)
+        """A copy with every tensor on ``device``. (Not lightning's move_data_to_device: it would
+        call this very method, since a Rollout has a ``to``.)"""
+        return apply_to_collection(self, Tensor, Tensor.to, device)
 
 
 class AttentionNet(nn.Module):

@@ -56,6 +56,17 @@ class ChoiceAttention(SoftAttention):
             return F.one_hot(weights.argmax(-1), weights.shape[-1]).to(weights.dtype), None
         if self.estimator == "gumbel":
             return F.gumbel_softmax(scores, tau=self.temperature, hard=True), None
-        index = torch.multinomial(weights.detach(), 1).squeeze(-1)  # (B,)
+        index = sample_index(weights.detach())  # (B,)
         log_prob = torch.log_softmax(scores, -1).gather(-1, index[:, None]).squeeze(-1)
         return F.one_hot(index, weights.shape[-1]).to(weights.dtype), log_prob
+
+
+def sample_index(weights: Tensor) -> Tensor:
+    """One index per row drawn from the row's weights (B, L), by inverting their cumulative sum.
+
+    Why not torch.multinomial: it refuses non-finite weights with an error raised inside the
+    forward pass, so a diverged model would fail there instead of at the training loss's guard,
+    which names the step; this draw never fails (non-finite rows give some index) and compiles.
+    """
+    u = torch.rand_like(weights[:, :1])  # (B, 1)
+    return (weights.cumsum(-1) < u).sum(-1).clamp_(max=weights.shape[-1] - 1)

@@ -83,7 +83,9 @@ class GaussianPolicy(nn.Module):
             h = F.layer_norm(h, h.shape[-1:])
         mean = torch.tanh(self.mean(h))
         sample = mean.detach() if greedy else torch.normal(mean.detach(), self.std)
-        log_prob = Normal(mean, self.std).log_prob(sample).sum(-1)
+        # validate_args=False: checking the arguments costs host-device syncs on every step, and a
+        # diverged (non-finite) mean must reach the loss, where the training guard names the step
+        log_prob = Normal(mean, self.std, validate_args=False).log_prob(sample).sum(-1)
         return sample.clamp(-1, 1), log_prob, mean
 
 
