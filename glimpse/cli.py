@@ -9,7 +9,7 @@ import warnings
 from pathlib import Path
 from typing import Literal, Optional
 
-from lightning.pytorch.callbacks import ModelCheckpoint, Timer
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, Timer
 from jsonargparse import DefaultHelpFormatter
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -192,6 +192,8 @@ def main(args=None) -> GlimpseCLI:
     trainer = cli.trainer
     if not any(isinstance(c, Timer) for c in trainer.callbacks):
         trainer.callbacks.append(Timer())  # no limit: it measures training time, kept across resumes
+    if trainer.loggers and not any(isinstance(c, LearningRateMonitor) for c in trainer.callbacks):
+        trainer.callbacks.append(LearningRateMonitor(logging_interval="step"))  # the scheduler names it train/lr
     board = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
     if board is not None:
         print(f"run folder: {board.log_dir}", flush=True)
@@ -230,7 +232,7 @@ def run_summary(cli: GlimpseCLI, test: dict, best: Path, started: str, source: s
         "train_minutes": round(timer.time_elapsed() / 60, 2),
         "machine": machine(), "commit": source, "precision": str(trainer.precision),
         "val_error": float(trainer.checkpoint_callback.best_model_score),
-        "test_error_one_path": test["test/error_greedy"] if stochastic else test["test/error"],
+        "test_error_one_path": test["test/error_one_path"],
         "test_error_m10": test["test/error"] if stochastic and m == 10 else None,
         "pixels_per_image": pixels,
         # M hard paths read M times the pixels; choice's M paths share one pass over the grid.

@@ -44,6 +44,9 @@ class GlimpseModel(L.LightningModule):
             starting at zero), so a rectified RNN's growing state cannot saturate it.
         train_samples: hard and choice: rollouts per image in training (M paths per image).
         eval_samples: hard and choice: rollouts whose class probabilities are averaged in evaluation.
+        val_samples: hard and choice: the same in validation (None: eval_samples). Validation runs
+            inside a wall-clock budget, and the one-path error (``val/error_one_path``) does not
+            depend on it, so a recipe that selects on one path can validate with fewer.
         reinforce_weight: hard and choice: weight of the REINFORCE term in the hybrid loss. Under
             Adam it barely matters: only this term reaches the location network, and Adam's steps
             do not depend on a gradient's scale (0 does switch the policy's learning off).
@@ -90,6 +93,7 @@ class GlimpseModel(L.LightningModule):
         policy_norm: bool = False,
         train_samples: int = 1,
         eval_samples: int = 10,
+        val_samples: int | None = None,
         reinforce_weight: float = 1.0,
         reward: Literal["correct", "probability", "log_probability"] = "correct",
         baseline: Literal["learned", "batch_mean", "leave_one_out"] = "learned",
@@ -110,6 +114,7 @@ class GlimpseModel(L.LightningModule):
         self.save_hyperparameters()
         require(train_samples >= 1, "train_samples", train_samples, "an integer >= 1")
         require(eval_samples >= 1, "eval_samples", eval_samples, "an integer >= 1")
+        require(val_samples is None or val_samples >= 1, "val_samples", val_samples, "an integer >= 1, or null")
         require(reinforce_weight >= 0, "reinforce_weight", reinforce_weight, "a number >= 0")
         require(lr > 0, "lr", lr, "a number > 0")
         require(weight_decay >= 0, "weight_decay", weight_decay, "a number >= 0")
@@ -141,7 +146,7 @@ class GlimpseModel(L.LightningModule):
         # Error rates over a whole validation/test epoch: accumulated on the device, synchronised
         # across processes by torchmetrics when computed.
         self.errors = nn.ModuleDict({f"{stage}_{name}": MeanMetric() for stage in ("val", "test")
-                                     for name in ("error", "error_greedy")})
+                                     for name in ("error", "error_greedy", "error_one_path")})
         # (global step, epoch, batch) of the first non-finite training loss (-1: none so far). A device-side flag,
         # not a check per step: reading a value on the host waits for the device. It is read on
         # logging steps and before any validation or checkpoint, so a diverged model is neither
@@ -166,7 +171,7 @@ class GlimpseModel(L.LightningModule):
         """
         images, labels = batch
         b = images.shape[0]
-        m = 1 if not self.net.stochastic else self.hparams.train_samples if stage == "train" else self.eval_samples
+        m = self.samples(stage)
         out = self.net(images, samples=m)
         hp = self.hparams
         loss, metrics = objective(out, labels.repeat(m), hp.reinforce_weight, hp.reward, hp.baseline, samples=m)
@@ -192,12 +197,21 @@ class GlimpseModel(L.LightningModule):
         errors = {"error": wrong}
         if self.net.stochastic:
             errors["error_greedy"] = (self.predict_proba(images, greedy=True).argmax(-1) != labels).float()
+        # The primary measure, one name for every kind: hard's greedy path, choice's argmax, soft's one pass.
+        errors["error_one_path"] = errors.get("error_greedy", wrong)
         for name, value in errors.items():
             metric = self.errors[f"{stage}_{name}"]
             metric.update(value)
             self.log(f"{stage}/{name}", metric, batch_size=b)
         self.log(f"{stage}_error", self.errors[f"{stage}_error"], batch_size=b, prog_bar=True, logger=False)
         return loss
+
+    def samples(self, stage: str) -> int:
+        """Rollouts per image at this stage: M paths for the stochastic kinds, one pass for soft."""
+        hp = self.hparams
+        if not self.net.stochastic:
+            return 1
+        return {"train": hp.train_samples, "val": hp.val_samples or self.eval_samples}.get(stage, self.eval_samples)
 
     def flag_nonfinite(self, loss: Tensor) -> None:
         """Record (on the device, no wait) where the first non-finite training loss happened."""
