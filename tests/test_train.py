@@ -8,6 +8,7 @@ import sys
 import pytest
 import torch
 
+from glimpse.models import KINDS
 from glimpse.module import GlimpseModel
 from tests.conftest import REPO
 
@@ -17,15 +18,21 @@ from tests.conftest import REPO
 def test_fast_dev_run(cli, kind, precision):
     """Every stage runs; bfloat16 autocast (faster on CPUs with AVX-512 BF16) too, for every kind."""
     run = cli("--attention", kind, "--trainer.fast_dev_run=true", f"--trainer.precision={precision}")
-    assert run.model.hparams.attention == kind and run.trainer.precision == precision
+    assert type(run.model.net) is KINDS[kind], "the network of the kind asked for was built and trained"
+    images, _ = next(iter(run.datamodule.test_dataloader()))
+    with torch.no_grad(), run.trainer.precision_plugin.forward_context():  # the context every step ran in
+        logits = run.model.net(images[:4]).logits
+    assert logits.dtype == (torch.bfloat16 if precision == "bf16-mixed" else torch.float32)
     assert torch.isfinite(torch.tensor(run.trainer.callback_metrics["test/loss"].item()))
 
 
 def test_config_files_and_overrides_compose(cli):
     run = cli("--config", str(REPO / "configs/cluttered60.yaml"), "--attention", "soft", "--model.glimpses", "4",
               "--data.fragments", "6", "--trainer.fast_dev_run=true")
-    assert (run.model.hparams.attention, run.model.hparams.glimpses, run.model.hparams.image_size) == ("soft", 4, 60)
-    assert run.datamodule.hparams.fragments == 6
+    net, test = run.model.net, run.datamodule.test_set
+    assert (type(net), net.glimpses, tuple(test.images.shape[1:])) == (KINDS["soft"], 4, (60, 60))
+    # the file's data set, with the command line's fragments over the file's 4
+    assert (run.datamodule.hparams.dataset, run.datamodule.hparams.fragments) == ("cluttered", 6)
 
 
 def test_print_config_runs_as_a_script():
