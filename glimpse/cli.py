@@ -11,6 +11,7 @@ from glimpse.callbacks import AttentionPictures, EpochSeed, RunCheckpoint
 from glimpse.checkpoints import AtomicCheckpointIO, CheckpointError, newest_intact, read_checkpoint, run_folder
 from glimpse.checks import ConfigError, require, require_writable_folder
 from glimpse.data import GlimpseData, MnistUnavailableError
+from glimpse.models import KINDS
 from glimpse.module import GlimpseModel
 
 
@@ -18,8 +19,8 @@ class GlimpseCLI(LightningCLI):
     """``--attention`` is a shorthand for ``--model.attention``; the image size comes from the data."""
 
     def add_arguments_to_parser(self, parser) -> None:
-        parser.add_argument("--attention", type=Optional[Literal["hard", "soft", "choice"]], default=None,
-                            help="hard, soft or choice attention; when given, overrides model.attention")
+        parser.add_argument("--attention", type=Optional[Literal[tuple(KINDS)]], default=None,
+                            help=f"{', '.join(KINDS)} attention; when given, overrides model.attention")
         parser.add_argument("--ckpt_path", type=Optional[str], default=None,
                             help="resume training from this checkpoint ('last' for the run's last one)")
         parser.link_arguments("data.image_size", "model.image_size", apply_on="instantiate")
