@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Literal, Optional
 
 from lightning.fabric.plugins import CheckpointIO
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningCLI
 
 from glimpse.callbacks import AttentionPictures, EpochSeed, RunCheckpoint
@@ -75,6 +76,8 @@ class GlimpseCLI(LightningCLI):
         not inside jsonargparse's list of every type the value failed to match."""
         try:
             super().instantiate_classes()
+        except MisconfigurationException as exc:  # the Trainer refusing a setting (an accelerator it lacks)
+            raise ConfigError(f"trainer: {str(exc).strip().splitlines()[0]}") from exc
         except ValueError as exc:
             cause = exc
             while cause is not None and not isinstance(cause, ConfigError):
@@ -136,6 +139,8 @@ def check_run(config) -> None:
             "trainer.max_epochs", trainer.max_epochs, "an integer >= 1 (or -1: until max_steps); 0 would test an untrained model")
     require(trainer.max_steps == -1 or trainer.max_steps >= 1, "trainer.max_steps", trainer.max_steps,
             "an integer >= 1, or -1 (no limit); 0 would test an untrained model")
+    require(trainer.limit_train_batches is None or trainer.limit_train_batches > 0, "trainer.limit_train_batches",
+            trainer.limit_train_batches, "a number > 0 (batches, or a fraction of them); 0 would test an untrained model")
     require(model.glimpses <= MAX_GLIMPSES, "model.glimpses", model.glimpses,
             f"an integer in 1..{MAX_GLIMPSES}: every step's activations are kept for backpropagation")
     for name in ("what", "where", "glimpse_features", "hidden", "attention_size"):

@@ -56,6 +56,8 @@ BAD = [  # (arguments, text the message must contain)
     (["--model.nonsense=1"], "nonsense"),
     (["--trainer.max_epochs=0"], "max_epochs=0"),  # would test an untrained model
     (["--trainer.max_steps=0"], "max_steps=0"),
+    (["--trainer.limit_train_batches=0"], "limit_train_batches=0"),
+    (["--trainer.accelerator=mps"], "trainer: "),  # the Trainer's own refusal (no Apple GPU here), as one line
     (["--model.classes=5"], "model.classes"),  # linked from the data: 10 digits
     (["--model.channels=3"], "model.channels"),  # linked from the data: grey images
     (["--model.glimpses=1000000"], "glimpses=1000000"),  # would fill the memory for minutes before failing
