@@ -204,7 +204,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--attention", choices=list(KINDS), help="refuse checkpoints of another kind")
     parser.add_argument("--root", default="data", help="data root (MNIST cache)")
     parser.add_argument("--batch-size", type=int, default=1000)
-    parser.add_argument("--json", type=Path, help="also write the rows to this JSON file")
+    parser.add_argument("--json", type=Path, help="also write the rows to this JSON file: a new file, or one an "
+                        "earlier --json wrote; any other existing file (a checkpoint, notes) is refused")
     parser.add_argument("--trajectories", type=Path, metavar="OUT.png",
                         help="draw the first --count test images: OUT.png (table) and OUT.gif (animation); "
                              "with several checkpoints, OUT-<n>.png")

@@ -118,6 +118,7 @@ def snapshot(folder) -> dict[str, str]:
             if p.is_file()}
 
 
+@pytest.mark.slow
 def test_resume_continues_the_checkpoints_own_run_even_after_its_folder_moved(cli, tmp_path):
     """Run A trained; ``runs`` moved to ``runs_A``; run B trained into ``runs/mnist-soft/version_0``; A resumed
     from ``runs_A/.../last.ckpt`` with the default save_dir: A's own folder goes on, B's files stay as they
