@@ -80,3 +80,16 @@ def test_soft_attention_finds_the_digit_on_a_blank_canvas(cli):
     print(f"attention on the digit: {on_digit:.3f} (uniform: {uniform:.3f})")
     assert uniform < 0.3
     assert on_digit > 0.75, (on_digit, uniform)
+
+
+def test_default_root_dir_places_the_runs(data, tmp_path, monkeypatch):
+    """--trainer.default_root_dir alone moves the whole run (logs, config, checkpoints), not half of it."""
+    from glimpse.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    main(args=[f"--data.root={data}", "--trainer.default_root_dir=elsewhere", "--trainer.enable_progress_bar=false",
+               "--attention", "soft", "--model.glimpses=2", "--trainer.max_epochs=1", "--trainer.limit_train_batches=2",
+               "--trainer.limit_val_batches=1", "--trainer.limit_test_batches=1", "--data.eval_batch_size=100"])
+    run = tmp_path / "elsewhere" / "mnist-soft" / "version_0"
+    assert (run / "checkpoints" / "last.ckpt").is_file() and (run / "config.yaml").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere"], "nothing in ./runs"
