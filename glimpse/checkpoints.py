@@ -192,13 +192,14 @@ def run_tool(work: Callable[[list], None], json_path: Path | None, verbose: bool
         if json_path:
             require_new_output("--json", json_path, ours=is_rows_file)
         work(rows)
+        if json_path:
+            json_path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(json_path, lambda f: f.write(json.dumps(rows, indent=1).encode()))
     except (CheckpointError, ConfigError, OSError) as exc:
         if verbose:
             traceback.print_exc()
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if json_path:
-        write_atomic(json_path, lambda f: f.write(json.dumps(rows, indent=1).encode()))
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,7 +25,8 @@ def require_choice(name: str, value: object, choices: tuple) -> None:
 def unwritable_folder(folder: str | Path) -> str | None:
     """Why files cannot be created in ``folder`` (or in the folders that would be made for it), or None.
 
-    Nothing is created: the nearest folder that exists must be a writable folder. Why before the
+    Nothing is left behind: the nearest folder that exists must be a folder where a file can be made
+    (one is made and removed at once). Why before the
     work: a run that cannot save learns that after its first epoch, a benchmark after all its steps.
     """
     folder = Path(folder).absolute()
@@ -33,6 +35,12 @@ def unwritable_folder(folder: str | Path) -> str | None:
         return f"{existing} is not a folder"
     if not os.access(existing, os.W_OK | os.X_OK):
         return f"{existing} is not writable"
+    try:  # permissions say yes; a read-only or special file system (or root's blanket yes) may still say no
+        fd, probe = tempfile.mkstemp(dir=existing, prefix=".glimpse-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        return f"{existing} is not writable: {exc.strerror or exc}"
     return None
 
 
