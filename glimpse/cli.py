@@ -1,11 +1,13 @@
 """The command line: LightningCLI over GlimpseModel and GlimpseData, then fit and test."""
 
+import inspect
 import sys
 from pathlib import Path
 from typing import Literal, Optional
 
 from lightning.fabric.plugins import CheckpointIO
 from lightning.fabric.utilities.exceptions import MisconfigurationException
+import yaml
 from lightning.pytorch.cli import LightningCLI
 
 from glimpse.callbacks import AttentionPictures, EpochSeed, RunCheckpoint
@@ -13,7 +15,7 @@ from glimpse.checkpoints import AtomicCheckpointIO, CheckpointError, newest_inta
 from glimpse.checks import ConfigError, require, require_writable_folder
 from glimpse.data import GlimpseData, MnistUnavailableError
 from glimpse.models import KINDS
-from glimpse.module import GlimpseModel
+from glimpse.module import KIND_SETTINGS, GlimpseModel
 
 
 class GlimpseCLI(LightningCLI):
@@ -52,6 +54,7 @@ class GlimpseCLI(LightningCLI):
                 "false: last.ckpt is written after every epoch by the 'last' checkpoint (its settings are --last.*)")
         if config.attention is not None:
             config.model.attention = config.attention
+        drop_other_kinds_file_settings(config)
         logger = config.trainer.logger
         if getattr(logger, "init_args", None) is not None and logger.init_args.get("name") == "auto":
             dataset = config.data.dataset if config.data.dataset == "mnist" else f"{config.data.dataset}{config.data.canvas}"
@@ -130,6 +133,23 @@ class GlimpseCLI(LightningCLI):
 # setting of the paper or of docs/results.md, far below what a CPU or one GPU could hold.
 MAX_GLIMPSES = 100
 MAX_WIDTH = 16384
+
+
+def drop_other_kinds_file_settings(config) -> None:
+    """Reset to its default each setting of another attention kind that a config file gave.
+
+    Why: one file serves every kind (configs/cluttered60.yaml sets the hard policy's std and the
+    soft grid's stride), while a setting of another kind given on the command line is a mistake the
+    model refuses (``--attention soft --model.std 0.5`` would otherwise change nothing, in silence).
+    A value given on the command line over the file's is left for the model to refuse.
+    """
+    files: dict = {}
+    for path in config.get("config") or []:
+        files.update((yaml.safe_load(path.get_content()) or {}).get("model") or {})
+    defaults = {n: p.default for n, p in inspect.signature(GlimpseModel.__init__).parameters.items()}
+    for name, kinds in KIND_SETTINGS.items():
+        if config.model.attention not in kinds and name in files and config.model[name] == files[name]:
+            config.model[name] = defaults[name]
 
 
 def check_run(config) -> None:

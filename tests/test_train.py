@@ -7,6 +7,7 @@ import sys
 
 import pytest
 import torch
+import yaml
 
 from glimpse.models import KINDS
 from glimpse.module import GlimpseModel
@@ -93,3 +94,24 @@ def test_default_root_dir_places_the_runs(data, tmp_path, monkeypatch):
     run = tmp_path / "elsewhere" / "mnist-soft" / "version_0"
     assert (run / "checkpoints" / "last.ckpt").is_file() and (run / "config.yaml").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere"], "nothing in ./runs"
+
+
+@pytest.mark.parametrize("kind, config, std, grid_stride", [("soft", "cluttered60", 0.1, 4), ("hard", "cluttered100", 0.25, 4),
+                                                            ("choice", "cluttered100", 0.1, 8)])
+def test_a_config_files_settings_of_other_kinds_are_reset(kind, config, std, grid_stride):
+    """One config file serves every kind: its settings of another kind fall back to their defaults (so that
+    the model can refuse them when given on the command line), its settings of this kind stay; a value
+    given over the file's is left as given."""
+    from jsonargparse import Namespace, Path as ConfigPath
+
+    from glimpse.cli import drop_other_kinds_file_settings
+
+    def settings(**given):
+        file = yaml.safe_load((REPO / "configs" / f"{config}.yaml").read_text())["model"]
+        config_ = Namespace(config=[ConfigPath(str(REPO / "configs" / f"{config}.yaml"))],
+                            model=Namespace(attention=kind, **{**file, **given}))
+        drop_other_kinds_file_settings(config_)
+        return config_.model.std, config_.model.grid_stride
+
+    assert settings() == (std, grid_stride)
+    assert settings(std=0.5, grid_stride=2) == (0.5, 2), "given on the command line: for the model to judge"
