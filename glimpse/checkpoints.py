@@ -4,6 +4,7 @@ line for every way a file can be wrong."""
 from __future__ import annotations
 
 import hashlib
+import inspect
 import io
 import json
 import os
@@ -19,7 +20,7 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from glimpse.checks import ConfigError, require_new_output
-from glimpse.module import GlimpseModel
+from glimpse.module import KIND_SETTINGS, GlimpseModel
 
 CHECKSUM = "state_dict_sha256"  # the checkpoint key of the weights' checksum
 PARTIAL = ".part"  # suffix of a checkpoint still being written (hidden name, same folder)
@@ -134,6 +135,12 @@ def checkpoint_kind(path: str | Path) -> str:
     return read_checkpoint(path)["hyper_parameters"]["attention"]
 
 
+def other_kinds_defaults(attention: str) -> dict[str, Any]:
+    """The settings only other attention kinds read (``glimpse.module.KIND_SETTINGS``), with their defaults."""
+    defaults = {n: p.default for n, p in inspect.signature(GlimpseModel.__init__).parameters.items()}
+    return {name: defaults[name] for name, kinds in KIND_SETTINGS.items() if attention not in kinds}
+
+
 def run_folder(path: str | Path) -> Path | None:
     """The run folder (``<save_dir>/<name>/version_N``) a checkpoint was saved in, or None for a file
     kept elsewhere. Lightning writes a run's checkpoints to ``version_N/checkpoints``."""
@@ -172,8 +179,11 @@ def load_model(path: str | Path, attention: str | None = None) -> tuple[GlimpseM
     kind = ckpt["hyper_parameters"]["attention"]
     if attention is not None and kind != attention:
         raise CheckpointError(f"{path}: a {kind!r} attention checkpoint, but {attention!r} was asked for")
+    saved = ckpt["hyper_parameters"]
+    # a run made before other kinds' settings were refused may have saved one (from a shared config file)
+    reset = {k: v for k, v in other_kinds_defaults(kind).items() if k in saved and saved[k] != v}
     try:
-        model = GlimpseModel.load_from_checkpoint(path, map_location="cpu", weights_only=True)
+        model = GlimpseModel.load_from_checkpoint(path, map_location="cpu", weights_only=True, **reset)
     except (TypeError, ValueError, RuntimeError, KeyError) as exc:
         first = str(exc).strip().splitlines()[0]
         raise CheckpointError(f"{path}: incompatible with this version of the model: {first}") from exc

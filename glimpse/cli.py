@@ -1,6 +1,5 @@
 """The command line: LightningCLI over GlimpseModel and GlimpseData, then fit and test."""
 
-import inspect
 import sys
 from pathlib import Path
 from typing import Literal, Optional
@@ -11,11 +10,12 @@ import yaml
 from lightning.pytorch.cli import LightningCLI
 
 from glimpse.callbacks import AttentionPictures, EpochSeed, RunCheckpoint
-from glimpse.checkpoints import AtomicCheckpointIO, CheckpointError, newest_intact, read_checkpoint, run_folder
+from glimpse.checkpoints import (AtomicCheckpointIO, CheckpointError, newest_intact, other_kinds_defaults, read_checkpoint,
+                                 run_folder)
 from glimpse.checks import ConfigError, require, require_writable_folder
 from glimpse.data import GlimpseData, MnistUnavailableError
 from glimpse.models import KINDS
-from glimpse.module import KIND_SETTINGS, GlimpseModel
+from glimpse.module import GlimpseModel
 
 
 class GlimpseCLI(LightningCLI):
@@ -146,10 +146,9 @@ def drop_other_kinds_file_settings(config) -> None:
     files: dict = {}
     for path in config.get("config") or []:
         files.update((yaml.safe_load(path.get_content()) or {}).get("model") or {})
-    defaults = {n: p.default for n, p in inspect.signature(GlimpseModel.__init__).parameters.items()}
-    for name, kinds in KIND_SETTINGS.items():
-        if config.model.attention not in kinds and name in files and config.model[name] == files[name]:
-            config.model[name] = defaults[name]
+    for name, default in other_kinds_defaults(config.model.attention).items():
+        if name in files and config.model[name] == files[name]:
+            config.model[name] = default
 
 
 def check_run(config) -> None:

@@ -179,3 +179,13 @@ def test_kill_while_a_checkpoint_is_written_leaves_an_intact_one(cli, data, tmp_
                   "--ckpt_path", "last")
     assert resumed.trainer.current_epoch == 3 and read_checkpoint(last)["epoch"] == 2
     assert list(runs.rglob("*.part")) == [], "the killed writer's partial file is gone"
+
+
+def test_a_saved_setting_of_another_kind_is_reset_on_loading(run, tmp_path):
+    """Soft runs made with a shared config file saved the hard policy's std (0.25 in configs/cluttered60.yaml);
+    they load with the default, which the model accepts for soft attention."""
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    ckpt["hyper_parameters"]["std"] = 0.25
+    torch.save(ckpt, tmp_path / "old.ckpt")
+    model, _ = load_model(tmp_path / "old.ckpt")
+    assert model.hparams.std == 0.1 and model.hparams.attention == "soft"
