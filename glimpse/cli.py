@@ -176,6 +176,8 @@ def place_runs(config) -> None:
     trainer, args = config.trainer, getattr(config.trainer.logger, "init_args", None)
     if args is None:  # no TensorBoard logger: default_root_dir alone places the checkpoints
         return
+    if trainer.default_root_dir is None:  # Lightning's "the working folder": the logger's folder instead
+        trainer.default_root_dir = args.save_dir
     root, save = str(trainer.default_root_dir), str(args.save_dir)
     if root == save:
         return
@@ -194,7 +196,7 @@ def check_outputs(config) -> None:
     if args is not None:
         require_writable_folder("trainer.logger.init_args.save_dir", args.save_dir)
     else:
-        require_writable_folder("trainer.default_root_dir", config.trainer.default_root_dir)
+        require_writable_folder("trainer.default_root_dir", config.trainer.default_root_dir or ".")
     for group in ("checkpoint", "last"):
         if config[group].dirpath is not None:
             require_writable_folder(f"{group}.dirpath", config[group].dirpath)
