@@ -132,9 +132,9 @@ def test_json_output_never_replaces_a_file_that_is_not_ours(run, tmp_path, data,
         assert len(err) == 1 and f"--json='{target}'" in err[0] and why in err[0], err
     assert ckpt.read_bytes() == before and notes.read_text() == '{"mine": 1}'
     rows = tmp_path / "rows.json"
-    for _ in range(2):  # new, then our own earlier output again
-        assert evaluate([str(ckpt), "--root", data, "--batch-size", "5000", "--json", str(rows)]) == 0
-        assert [r["checkpoint"] for r in json.loads(rows.read_text())] == [str(ckpt)]
+    rows.write_text(json.dumps([{"checkpoint": "an/earlier.ckpt", "kind": "hard"}]))  # our own earlier output
+    assert evaluate([str(ckpt), "--root", data, "--batch-size", "5000", "--json", str(rows)]) == 0
+    assert [r["checkpoint"] for r in json.loads(rows.read_text())] == [str(ckpt)]
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".part")] == []
 
 
