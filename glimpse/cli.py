@@ -4,9 +4,9 @@ import sys
 from pathlib import Path
 from typing import Literal, Optional
 
+import yaml
 from lightning.fabric.plugins import CheckpointIO
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-import yaml
 from lightning.pytorch.cli import LightningCLI
 
 from glimpse.callbacks import AttentionPictures, EpochSeed, RunCheckpoint
@@ -16,6 +16,8 @@ from glimpse.checks import ConfigError, require, require_writable_folder
 from glimpse.data import GlimpseData, MnistUnavailableError
 from glimpse.models import KINDS
 from glimpse.module import GlimpseModel
+
+RUNS = "runs"  # the default folder of runs
 
 
 class GlimpseCLI(LightningCLI):
@@ -217,9 +219,6 @@ def check_resumable(model, path: str) -> None:
              if shapes else f"{(missing or unexpected)[0]} is {'missing from' if missing else 'only in'} the checkpoint")
     raise ConfigError(f"ckpt_path={path!r} is not allowed: its weights do not fit this model ({first}; "
                       f"settings that differ: {', '.join(differ) or 'none'}); resume with the run's own settings")
-
-
-RUNS = "runs"  # the default folder of runs
 
 
 def main(args=None) -> GlimpseCLI:
