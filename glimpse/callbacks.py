@@ -1,13 +1,16 @@
-"""Callbacks: per-epoch seeding (exact resume) and TensorBoard pictures, which the CLI always adds,
-and an exponential moving average of the weights, which a run may add."""
+"""Callbacks: per-epoch seeding (exact resume), TensorBoard pictures and checkpoints that stay in their
+run folder, which the CLI always adds, and an exponential moving average of the weights, which a run
+may add."""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import EMAWeightAveraging
+from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_only
@@ -115,3 +118,34 @@ class WeightEMA(EMAWeightAveraging):
     def on_load_checkpoint(self, trainer: L.Trainer, module: L.LightningModule, checkpoint: dict) -> None:
         if trainer.state.fn == TrainerFn.FITTING:  # resuming: raw weights to train on, average to go on with
             super().on_load_checkpoint(trainer, module, checkpoint)
+
+
+class RunCheckpoint(ModelCheckpoint):
+    """Lightning's ModelCheckpoint, resumed safely in a run folder that was moved or renamed.
+
+    Why: a checkpoint remembers its best and last files by the paths they had when it was saved.
+    Resumed after its run folder was moved, Lightning would take the best file at the old path
+    (by then perhaps another run's) as this run's best: it would test that file at the end, and
+    delete it when a better epoch came. Here those paths are moved into this run's own checkpoint
+    folder, where the files went with the folder; when they are not there (a checkpoint copied out
+    of its run starts a new one), the record of past best files is dropped and the run tracks
+    its best afresh.
+    """
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        saved = state_dict.get("dirpath")
+        if saved is None or self.dirpath is None or Path(saved).absolute() == Path(self.dirpath).absolute():
+            return super().load_state_dict(state_dict)
+        here = Path(self.dirpath)
+
+        def moved(path: str) -> str:
+            return str(here / Path(path).name) if path and Path(path).parent == Path(saved) else path
+
+        best = moved(state_dict.get("best_model_path", ""))
+        if not best or not Path(best).is_file():
+            return  # none of the old run's files are here: start tracking afresh
+        state = {**state_dict, "dirpath": self.dirpath, "best_model_path": best,
+                 "kth_best_model_path": moved(state_dict.get("kth_best_model_path", "")),
+                 "last_model_path": moved(state_dict.get("last_model_path", "")),
+                 "best_k_models": {moved(k): v for k, v in state_dict.get("best_k_models", {}).items()}}
+        super().load_state_dict(state)

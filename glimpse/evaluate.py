@@ -23,10 +23,12 @@ import torch
 from torch.utils.data import DataLoader
 
 from glimpse.checkpoints import load_model, run_tool, saved_arguments
-from glimpse.checks import ConfigError
+from glimpse.checks import ConfigError, require_writable_file
 from glimpse.data import GlimpseData
 from glimpse.data.canvas import DIGIT
+from glimpse.data.datamodule import DATASETS
 from glimpse.draw import save_pictures, to_pixels
+from glimpse.models import KINDS
 from glimpse.module import GlimpseModel
 
 
@@ -196,13 +198,14 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                              "default: the model's eval_samples")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the sampled rollouts, set afresh for each row so that rows do not depend on order")
-    parser.add_argument("--dataset", choices=["mnist", "translated", "cluttered"], help="test on this data set instead")
+    parser.add_argument("--dataset", choices=DATASETS, help="test on this data set instead")
     parser.add_argument("--canvas", type=int, help="canvas side for --dataset translated/cluttered")
     parser.add_argument("--fragments", type=int, help="clutter fragments for --dataset cluttered")
-    parser.add_argument("--attention", choices=["hard", "soft", "choice"], help="refuse checkpoints of another kind")
+    parser.add_argument("--attention", choices=list(KINDS), help="refuse checkpoints of another kind")
     parser.add_argument("--root", default="data", help="data root (MNIST cache)")
     parser.add_argument("--batch-size", type=int, default=1000)
-    parser.add_argument("--json", type=Path, help="also write the rows to this JSON file")
+    parser.add_argument("--json", type=Path, help="also write the rows to this JSON file: a new file, or one an "
+                        "earlier --json wrote; any other existing file (a checkpoint, notes) is refused")
     parser.add_argument("--trajectories", type=Path, metavar="OUT.png",
                         help="draw the first --count test images: OUT.png (table) and OUT.gif (animation); "
                              "with several checkpoints, OUT-<n>.png")
@@ -226,6 +229,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         for value in values if isinstance(values, list) else [values]:
             if value is not None and value < 1:
                 parser.error(f"--{name.replace('_', '-')}={value} is not allowed: expected an integer >= 1")
+    if args.trajectories is not None:  # before the evaluation that would end in writing them
+        try:
+            require_writable_file("--trajectories", args.trajectories)
+        except ConfigError as exc:
+            parser.exit(2, f"error: {exc}\n")
     return args
 
 

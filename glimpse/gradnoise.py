@@ -83,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", default="data")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--paths", type=int, default=1, help="sampled paths per image (>= 2 adds leave-one-out)")
-    parser.add_argument("--json", type=Path)
+    parser.add_argument("--json", type=Path, help="also write the rows to this JSON file: a new file, or one an "
+                        "earlier --json wrote; any other existing file (a checkpoint, notes) is refused")
     args = parser.parse_args(argv)
     if args.batches < 2:
         parser.error(f"--batches={args.batches} is not allowed: expected an integer >= 2 (a variance needs two)")

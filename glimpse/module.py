@@ -16,6 +16,13 @@ from glimpse.models import build
 
 Attention = Literal["hard", "soft", "choice"]
 CHOICE_DEFAULTS = {"estimator": "reinforce", "temperature": 1.0, "temperature_min": 0.5, "anneal": 0.0}
+# The kinds that read each kind-specific setting; the others keep it at its default (glimpse.cli
+# resets a shared config file's settings of other kinds).
+KIND_SETTINGS: dict[str, tuple[str, ...]] = {
+    "std": ("hard",), "std_final": ("hard",), "start": ("hard",), "policy_norm": ("hard",),
+    "grid_stride": ("soft", "choice"), "score": ("soft", "choice"), "attention_size": ("soft", "choice"),
+    "estimator": ("choice",), "temperature": ("choice",), "temperature_min": ("choice",), "anneal": ("choice",),
+}
 
 
 class GlimpseModel(L.LightningModule):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import bisect
 import json
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -20,14 +21,19 @@ matplotlib.use("Agg")  # files only, no screen
 import matplotlib.pyplot as plt  # noqa: E402
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
+from glimpse.checks import ConfigError, require_writable_file  # noqa: E402
+
 
 def scalars(run: Path, tag: str) -> tuple[list, EventAccumulator]:
     """The points of a scalar tag in one run folder, and the loaded log (for its other tags)."""
+    if not run.is_dir():
+        raise ConfigError(f"{run}: no such folder (expected a run folder with TensorBoard event files)")
     events = EventAccumulator(str(run), size_guidance={"scalars": 0})
     events.Reload()
     tags = events.Tags()["scalars"]
     if tag not in tags:
-        raise SystemExit(f"{run}: no scalar {tag!r} (has {', '.join(sorted(tags))})")
+        has = f"has {', '.join(sorted(tags))}" if tags else "no TensorBoard scalars there"
+        raise ConfigError(f"{run}: no scalar {tag!r} ({has})")
     return events.Scalars(tag), events
 
 
@@ -62,6 +68,20 @@ def time_to(run: Path, tag: str, threshold: float) -> str:
     best = min(range(len(values)), key=values.__getitem__)
     return (f"{run}: {tag} never <= {threshold:g} in {epochs[-1]} epochs "
             f"({minutes[-1]:.1f} min); best {values[best]:.4g} at epoch {epochs[best]}")
+
+
+COST_KEYS = ("kind", "canvas", "pixels", "train_img_s")  # what the cost figure reads from each bench row
+
+
+def read_cost(path: Path) -> list[dict]:
+    """The rows of a ``python -m glimpse.bench --json`` file; any other file is refused in one line."""
+    try:
+        rows = json.loads(path.read_text())
+    except ValueError as exc:
+        raise ConfigError(f"{path}: not a JSON file ({exc})") from exc
+    if not (isinstance(rows, list) and rows and all(isinstance(r, dict) and set(COST_KEYS) <= set(r) for r in rows)):
+        raise ConfigError(f"{path}: not a `python -m glimpse.bench --json` file (rows with {', '.join(COST_KEYS)})")
+    return rows
 
 
 def cost_figure(rows: list[dict]):
@@ -99,6 +119,7 @@ def curves_figure(runs: list[Path], tag: str):
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Bad arguments, an unwritable --out, a missing tag or an unreadable file: one line and exit status 2."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="*", type=Path, help="run folders (runs/<name>/version_N)")
     parser.add_argument("--tag", default="val/error")
@@ -108,19 +129,24 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if bool(args.runs) == bool(args.cost):
         parser.error("give either run folders or --cost FILE (one of the two)")
-    if args.reach is not None:
-        if not args.runs:
-            parser.error("--reach needs run folders")
-        for run in args.runs:
+    if args.reach is not None and not args.runs:
+        parser.error("--reach needs run folders")
+    if args.reach is None and args.out is None:
+        parser.error("--out FILE is needed to write a figure")
+    try:
+        if args.out is not None:
+            require_writable_file("--out", args.out)  # before reading logs that may take a while
+        for run in args.runs if args.reach is not None else []:
             print(time_to(run, args.tag, args.reach))
         if args.out is None:
             return
-    if args.out is None:
-        parser.error("--out FILE is needed to write a figure")
-    fig = cost_figure(json.loads(args.cost.read_text())) if args.cost else curves_figure(args.runs, args.tag)
-    fig.tight_layout()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.out, dpi=110)
+        fig = cost_figure(read_cost(args.cost)) if args.cost else curves_figure(args.runs, args.tag)
+        fig.tight_layout()
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(args.out, dpi=110)
+    except (ConfigError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from exc
     print(f"wrote {args.out}")
 
 

@@ -125,8 +125,8 @@ def row_from_run(run_dir: Path) -> dict:
     summary = json.loads(path.read_text())
     best = run_dir / "checkpoints" / summary["best_checkpoint"]
     ckpt = read_checkpoint(best)
-    score = next((s.get("best_model_score") for k, s in ckpt.get("callbacks", {}).items()
-                  if k.startswith("ModelCheckpoint") and "val/error" in k), None)
+    score = next((s["best_model_score"] for s in ckpt.get("callbacks", {}).values()  # the callback that chose it
+                  if isinstance(s, dict) and str(s.get("best_model_path", "")).endswith(best.name)), None)
     if score is None or abs(float(score) - summary["val_error"]) > 1e-6:
         raise ValueError(f"{best}: its validation error {score} is not the summary's {summary['val_error']}")
     return {k: summary.get(k, "") for k in COLUMNS} | {"run": summary["run"]}

@@ -54,6 +54,19 @@ BAD = [  # (arguments, text the message must contain)
     (["--trainer.callbacks+=glimpse.callbacks.WeightEMA", "--trainer.callbacks.decay=1"], "WeightEMA.decay=1"),
     (["--checkpoint.save_last=true"], "checkpoint.save_last=True"),  # last.ckpt is the 'last' group's
     (["--model.nonsense=1"], "nonsense"),
+    (["--trainer.max_epochs=0"], "max_epochs=0"),  # would test an untrained model
+    (["--trainer.max_steps=0"], "max_steps=0"),
+    (["--trainer.limit_train_batches=0"], "limit_train_batches=0"),
+    (["--trainer.accelerator=mps"], "trainer: "),  # the Trainer's own refusal (no Apple GPU here), as one line
+    (["--model.classes=5"], "model.classes"),  # linked from the data: 10 digits
+    (["--model.channels=3"], "model.channels"),  # linked from the data: grey images
+    (["--model.glimpses=1000000"], "glimpses=1000000"),  # would fill the memory for minutes before failing
+    (["--model.hidden=1000000"], "hidden=1000000"),
+    (["--checkpoint.dirpath=train.py/checkpoints"], "checkpoint.dirpath='train.py/checkpoints'"),  # a file
+    (["--last.dirpath=train.py/checkpoints"], "train.py is not a folder"),
+    (["--trainer.logger.init_args.save_dir=train.py/runs", "--trainer.default_root_dir=train.py/runs"],
+     "train.py is not a folder"),
+    (["--trainer.default_root_dir=elsewhere"], "default_root_dir='elsewhere'"),  # two folders for one run
 ]
 
 

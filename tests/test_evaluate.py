@@ -282,3 +282,13 @@ def test_bad_counts_are_refused_before_any_checkpoint_is_read(argv, allowed, cap
         parse(argv)
     bad = argv[-1]
     assert stop.value.code == 2 and f"={bad} is not allowed: expected {allowed}" in capsys.readouterr().err
+
+
+def test_unwritable_trajectories_are_refused_before_any_checkpoint_is_read(capsys):
+    from glimpse.evaluate import parse
+
+    out = REPO / "train.py" / "looks.png"
+    with pytest.raises(SystemExit) as stop:
+        parse(["x.ckpt", "--trajectories", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert stop.value.code == 2 and len(err) == 1 and f"--trajectories='{out}'" in err[0] and "is not a folder" in err[0]

@@ -6,7 +6,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from glimpse.draw import step_frames, table
+from glimpse.draw import step_colours, step_frames, table
 from glimpse.models import build
 
 
@@ -16,9 +16,15 @@ def test_frames_mark_the_locations(kind):
     net = build(kind, 28, glimpses=3)
     images = torch.zeros(2, 1, 28, 28)
     out = net(images, greedy=True)
-    frames = step_frames(net, images, out, torch.tensor([1, 2]))
+    predicted = out.logits.argmax(-1)
+    labels = torch.stack([predicted[0], (predicted[1] + 1) % 10])  # the first image right, the second wrong
+    frames = step_frames(net, images, out, labels)
     assert frames.shape == (2, 3, 3, 168, 168) and frames.dtype == torch.uint8
-    assert frames[:, :, 1:].amax() > 0, "something coloured is drawn on a black image"
+    # the caption box's frame, in every step: green for the right prediction, red for the wrong one
+    assert frames[:, :, :, 0, 0].tolist() == [[[0, 255, 0]] * 3, [[255, 0, 0]] * 3]
+    # the first step's location carries the first step's colour
+    x, y = ((out.locations[0, 0] + 1) * 84).long().clamp(0, 167).tolist()
+    assert frames[0, 0, :, y, x].tolist() == list(step_colours(3)[0])
     # the path: the pixel at the last location carries the last step's colour
     x, y = ((out.locations[0, -1] + 1) * 84).long().clamp(0, 167).tolist()
     assert frames[0, -1, :, y, x].tolist() != [0, 0, 0]

@@ -16,15 +16,16 @@ from tests.conftest import REPO
 
 @pytest.mark.slow
 def test_curves_from_a_run(cli, tmp_path):
-    cli("--attention", "hard", "--trainer.max_epochs=4", "--trainer.limit_train_batches=2",
+    cli("--attention", "hard", "--name=mnist-hard", "--trainer.max_epochs=4", "--trainer.limit_train_batches=2",
         "--trainer.limit_val_batches=2", "--trainer.limit_test_batches=2", "--model.glimpses=2",
         "--data.eval_batch_size=100", "--trainer.check_val_every_n_epoch=2")
     (run,) = (tmp_path / "runs" / "mnist-hard").glob("version_*")
     assert curve(run, "val/error")[0] == [2, 4], "validated every second epoch: drawn at epochs 2 and 4, not 1 and 2"
     plots([str(run), "--out", str(tmp_path / "curves.png")])
     assert Image.open(tmp_path / "curves.png").size == (1210, 440)
-    with pytest.raises(SystemExit, match="no scalar 'val/nothing'"):
+    with pytest.raises(SystemExit) as stop:
         plots([str(run), "--tag", "val/nothing", "--out", str(tmp_path / "x.png")])
+    assert stop.value.code == 2
 
 
 @pytest.mark.slow
@@ -42,9 +43,42 @@ def test_cost_figure_from_the_benchmark(data, tmp_path):
     assert Image.open(tmp_path / "cost.png").size == (1210, 440)
 
 
-def test_needs_runs_or_cost(tmp_path):
-    with pytest.raises(SystemExit):
+def test_needs_runs_or_cost(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
         plots(["--out", str(tmp_path / "x.png")])
+    assert stop.value.code == 2 and "give either run folders or --cost FILE" in capsys.readouterr().err
+
+
+def one_line_error(argv: list[str], capsys) -> str:
+    """The one stderr line of a plots command that must stop with status 2."""
+    with pytest.raises(SystemExit) as stop:
+        plots(argv)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert stop.value.code == 2 and len(lines) == 1, lines
+    return lines[0]
+
+
+def test_bad_files_and_paths_are_one_line_and_status_2(tmp_path, capsys):
+    """A missing tag, a --cost file that is not the benchmark's, an --out that cannot be written (checked
+    before any log is read)."""
+    from torch.utils.tensorboard import SummaryWriter
+    run = tmp_path / "run"
+    with SummaryWriter(str(run)) as writer:
+        writer.add_scalar("val/error", 0.5, 1)
+    assert "no scalar 'val/nothing' (has val/error)" in one_line_error([str(run), "--tag", "val/nothing", "--reach", "0.1"], capsys)
+    assert "no such folder" in one_line_error([str(tmp_path / "nothing"), "--reach", "0.1"], capsys)
+    (tmp_path / "empty").mkdir()
+    assert "no TensorBoard scalars there" in one_line_error([str(tmp_path / "empty"), "--reach", "0.1"], capsys)
+    notes = tmp_path / "notes.json"
+    notes.write_text('[{"kind": "hard"}]')
+    assert "not a `python -m glimpse.bench --json` file" in one_line_error(["--cost", str(notes), "--out", str(tmp_path / "c.png")], capsys)
+    notes.write_text("kind,canvas")
+    assert "not a JSON file" in one_line_error(["--cost", str(notes), "--out", str(tmp_path / "c.png")], capsys)
+    assert "no such file" in one_line_error(["--cost", str(tmp_path / "none.json"), "--out", str(tmp_path / "c.png")], capsys).lower()
+    unwritable = REPO / "train.py" / "curves.png"
+    assert one_line_error([str(tmp_path / "nothing"), "--out", str(unwritable)], capsys) == \
+        f"error: --out='{unwritable}' is not allowed: expected a file in a folder that can be created and written " \
+        f"({REPO / 'train.py'} is not a folder)"
 
 
 def test_time_to_a_threshold_from_real_event_files(tmp_path, capsys):
@@ -60,8 +94,9 @@ def test_time_to_a_threshold_from_real_event_files(tmp_path, capsys):
     assert curve(run, "val/error")[2] == [1, 2, 3.5, 5], "the figure's minutes count from the first training log too"
     plots([str(run), "--reach", "0.01"])
     assert "never <= 0.01 in 4 epochs (5.0 min); best 0.012 at epoch 3" in capsys.readouterr().out
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as stop:
         plots([str(run)])  # neither --reach nor --out: nothing to do
+    assert stop.value.code == 2 and "--out FILE is needed" in capsys.readouterr().err
 
 
 def test_epochs_come_from_the_logged_epoch_not_the_count_of_points(tmp_path, capsys):

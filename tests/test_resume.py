@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import lightning as L
 import pytest
@@ -103,3 +106,54 @@ def test_resumed_pictures_continue_the_same_timeline(cli, tmp_path):
     events = EventAccumulator(str(run), size_guidance={"images": 0})
     events.Reload()
     assert [e.step for e in events.Images("pictures/steps")] == [30, 60]
+
+
+TINY = ["--attention", "soft", "--name=mnist-soft", "--model.glimpses=2", "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1",
+        "--trainer.limit_test_batches=1", "--data.batch_size=32", "--data.eval_batch_size=100"]
+
+
+def snapshot(folder) -> dict[str, str]:
+    """Every file under ``folder`` by its path there, with the md5 of its bytes."""
+    return {str(p.relative_to(folder)): hashlib.md5(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*"))
+            if p.is_file()}
+
+
+@pytest.mark.slow
+def test_resume_continues_the_checkpoints_own_run_even_after_its_folder_moved(cli, tmp_path):
+    """Run A trained; ``runs`` moved to ``runs_A``; run B trained into ``runs/mnist-soft/version_0``; A resumed
+    from ``runs_A/.../last.ckpt`` with the default save_dir: A's own folder goes on, B's files stay as they
+    were, and a resume with nothing left to train tests A's best checkpoint, not B's."""
+    runs, moved = tmp_path / "runs", tmp_path / "runs_A"
+    a = final_metrics(cli(*TINY, "--trainer.max_epochs=1"))
+    runs.rename(moved)
+    b = final_metrics(cli(*TINY, "--trainer.max_epochs=1", "--seed_everything=1"))
+    assert a["test/loss"] != b["test/loss"], "the two runs must differ for the test to tell them apart"
+    run_a, run_b = moved / "mnist-soft" / "version_0", runs / "mnist-soft" / "version_0"
+    before_b, before_a = snapshot(run_b), snapshot(run_a)
+
+    again = cli(*TINY, "--trainer.max_epochs=1", "--ckpt_path", str(run_a / "checkpoints" / "last.ckpt"))
+    assert final_metrics(again)["test/loss"] == a["test/loss"], "only the test was left: A's best, tested again"
+    assert snapshot(run_b) == before_b and list(runs.rglob("version_*")) == [run_b]
+
+    longer = cli(*TINY, "--trainer.max_epochs=2", "--ckpt_path", str(run_a / "checkpoints" / "last.ckpt"))
+    assert longer.trainer.current_epoch == 2
+    assert snapshot(run_b) == before_b, "B's checkpoints, config and event files are untouched"
+    assert list(runs.rglob("version_*")) == [run_b], "no new run folder beside B"
+    _, last = load_model(run_a / "checkpoints" / "last.ckpt")
+    assert last["epoch"] == 1 and snapshot(run_a)["checkpoints/last.ckpt"] != before_a["checkpoints/last.ckpt"]
+    assert len(list(run_a.glob("events.out.tfevents.*"))) > len([k for k in before_a if k.startswith("events")])
+    best = longer.trainer.checkpoint_callback.best_model_path
+    assert Path(best).parent == run_a / "checkpoints", best
+
+
+def test_checkpoint_outside_any_run_starts_a_new_version(cli, tmp_path):
+    cli(*TINY, "--trainer.max_epochs=1")
+    run = tmp_path / "runs" / "mnist-soft" / "version_0"
+    before = snapshot(run)
+    loose = tmp_path / "kept.ckpt"
+    shutil.copy(run / "checkpoints" / "last.ckpt", loose)
+    resumed = cli(*TINY, "--trainer.max_epochs=2", "--ckpt_path", str(loose))
+    assert resumed.trainer.current_epoch == 2
+    assert snapshot(run) == before, "the run the file once came from is untouched"
+    new = tmp_path / "runs" / "mnist-soft" / "version_1"
+    assert load_model(new / "checkpoints" / "last.ckpt")[1]["epoch"] == 1

@@ -9,6 +9,7 @@ import pytest
 import torch
 import yaml
 
+from glimpse.models import KINDS
 from glimpse.module import GlimpseModel
 from tests.conftest import REPO
 
@@ -18,15 +19,21 @@ from tests.conftest import REPO
 def test_fast_dev_run(cli, kind, precision):
     """Every stage runs; bfloat16 autocast (faster on CPUs with AVX-512 BF16) too, for every kind."""
     run = cli("--attention", kind, "--trainer.fast_dev_run=true", f"--trainer.precision={precision}")
-    assert run.model.hparams.attention == kind and run.trainer.precision == precision
+    assert type(run.model.net) is KINDS[kind], "the network of the kind asked for was built and trained"
+    images, _ = next(iter(run.datamodule.test_dataloader()))
+    with torch.no_grad(), run.trainer.precision_plugin.forward_context():  # the context every step ran in
+        logits = run.model.net(images[:4]).logits
+    assert logits.dtype == (torch.bfloat16 if precision == "bf16-mixed" else torch.float32)
     assert torch.isfinite(torch.tensor(run.trainer.callback_metrics["test/loss"].item()))
 
 
 def test_config_files_and_overrides_compose(cli):
     run = cli("--config", str(REPO / "configs/cluttered60.yaml"), "--attention", "soft", "--model.glimpses", "4",
               "--data.fragments", "6", "--trainer.fast_dev_run=true")
-    assert (run.model.hparams.attention, run.model.hparams.glimpses, run.model.hparams.image_size) == ("soft", 4, 60)
-    assert run.datamodule.hparams.fragments == 6
+    net, test = run.model.net, run.datamodule.test_set
+    assert (type(net), net.glimpses, tuple(test.images.shape[1:])) == (KINDS["soft"], 4, (60, 60))
+    # the file's data set, with the command line's fragments over the file's 4
+    assert (run.datamodule.hparams.dataset, run.datamodule.hparams.fragments) == ("cluttered", 6)
 
 
 def test_print_config_runs_as_a_script():
@@ -76,3 +83,37 @@ def test_soft_attention_finds_the_digit_on_a_blank_canvas(cli):
     print(f"attention on the digit: {on_digit:.3f} (uniform: {uniform:.3f})")
     assert uniform < 0.3
     assert on_digit > 0.75, (on_digit, uniform)
+
+
+def test_default_root_dir_places_the_runs(data, tmp_path, monkeypatch):
+    """--trainer.default_root_dir alone moves the whole run (logs, config, checkpoints), not half of it."""
+    from glimpse.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    main(args=[f"--data.root={data}", "--trainer.default_root_dir=elsewhere", "--trainer.enable_progress_bar=false",
+               "--attention", "soft", "--name=mnist-soft", "--model.glimpses=2", "--trainer.max_epochs=1", "--trainer.limit_train_batches=2",
+               "--trainer.limit_val_batches=1", "--trainer.limit_test_batches=1", "--data.eval_batch_size=100"])
+    run = tmp_path / "elsewhere" / "mnist-soft" / "version_0"
+    assert (run / "checkpoints" / "last.ckpt").is_file() and (run / "config.yaml").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere"], "nothing in ./runs"
+
+
+@pytest.mark.parametrize("kind, config, std, grid_stride", [("soft", "cluttered60", 0.1, 4), ("hard", "cluttered100", 0.25, 4),
+                                                            ("choice", "cluttered100", 0.1, 8)])
+def test_a_config_files_settings_of_other_kinds_are_reset(kind, config, std, grid_stride):
+    """One config file serves every kind: its settings of another kind fall back to their defaults (so that
+    the model can refuse them when given on the command line), its settings of this kind stay; a value
+    given over the file's is left as given."""
+    from jsonargparse import Namespace, Path as ConfigPath
+
+    from glimpse.cli import drop_other_kinds_file_settings
+
+    def settings(**given):
+        file = yaml.safe_load((REPO / "configs" / f"{config}.yaml").read_text())["model"]
+        config_ = Namespace(config=[ConfigPath(str(REPO / "configs" / f"{config}.yaml"))],
+                            model=Namespace(attention=kind, **{**file, **given}))
+        drop_other_kinds_file_settings(config_)
+        return config_.model.std, config_.model.grid_stride
+
+    assert settings() == (std, grid_stride)
+    assert settings(std=0.5, grid_stride=2) == (0.5, 2), "given on the command line: for the model to judge"

@@ -73,7 +73,7 @@ def test_leave_one_out_baseline_compares_paths_on_the_same_image():
     assert model.policy.mean.weight.grad.abs().sum() > 0
 
 
-SHORT = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=4", "--trainer.limit_val_batches=2",
+SHORT = ["--name=mnist-hard", "--trainer.max_epochs=1", "--trainer.limit_train_batches=4", "--trainer.limit_val_batches=2",
          "--trainer.limit_test_batches=2", "--data.eval_batch_size=250", "--model.eval_samples=2"]
 
 

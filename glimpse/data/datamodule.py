@@ -130,6 +130,7 @@ class GlimpseData(L.LightningDataModule):
     """
 
     num_classes = 10
+    channels = 1  # grey images: batches are (B, 1, H, W)
 
     def __init__(
         self,

@@ -178,23 +178,14 @@ def ensure_mnist(root: str | Path, sources: Mapping[str, Source] | None = None) 
     )
 
 
-def _read_idx(path: Path) -> np.ndarray:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: call ensure_mnist (GlimpseData.prepare_data) first")
-    data = np.fromfile(path, dtype=np.uint8)  # writable, so torch.from_numpy shares it silently
-    magic, = struct.unpack(">I", data[:4].tobytes())
-    ndim = magic - 0x0800
-    if not 1 <= ndim <= 3:
-        raise ValueError(f"{path} is not a uint8 IDX file (magic {magic:#010x})")
-    shape = struct.unpack(f">{ndim}I", data[4:4 + 4 * ndim].tobytes())
-    return data[4 + 4 * ndim:].reshape(shape)
-
-
 def load_mnist(root: str | Path) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """{"train"|"test": (images uint8 (N,28,28), labels int64 (N,))} from `<root>/MNIST/raw`."""
+    """{"train"|"test": (images uint8 (N,28,28), labels int64 (N,))} from `<root>/MNIST/raw`, read by
+    torchvision's MNIST (which also checks the files are there)."""
+    from torchvision.datasets import MNIST
+
     raw = Path(root) / "MNIST" / "raw"
-    return {
-        split: (torch.from_numpy(_read_idx(raw / f"{prefix}-images-idx3-ubyte")),
-                torch.from_numpy(_read_idx(raw / f"{prefix}-labels-idx1-ubyte")).long())
-        for split, prefix in (("train", "train"), ("test", "t10k"))
-    }
+    missing = [name for name in MD5 if not (raw / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{raw / missing[0]} is missing: call ensure_mnist (GlimpseData.prepare_data) first")
+    splits = {split: MNIST(str(root), train=split == "train", download=False) for split in ("train", "test")}
+    return {split: (mnist.data, mnist.targets) for split, mnist in splits.items()}
