@@ -66,7 +66,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             checkpoint = {**checkpoint, CHECKSUM: state_checksum(checkpoint["state_dict"])}
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        for stale in path.parent.glob(f".*{PARTIAL}"):  # one writer per run folder: these are a killed one's
+        for stale in path.parent.glob(f".*.ckpt.*{PARTIAL}"):  # one writer per run folder: these are a killed one's
             stale.unlink(missing_ok=True)
         write_atomic(path, lambda f: torch.save(checkpoint, f))
 
