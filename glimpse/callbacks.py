@@ -121,7 +121,9 @@ class WeightEMA(EMAWeightAveraging):
 
 
 class RunCheckpoint(ModelCheckpoint):
-    """Lightning's ModelCheckpoint, resumed safely in a run folder that was moved or renamed.
+    """Lightning's ModelCheckpoint, resumed safely in a run folder that was moved or renamed, and
+    naming epochs from 1, as every other output of the project does (``best-epoch001.ckpt`` holds
+    the weights after the first epoch).
 
     Why: a checkpoint remembers its best and last files by the paths they had when it was saved.
     Resumed after its run folder was moved, Lightning would take the best file at the old path
@@ -131,6 +133,11 @@ class RunCheckpoint(ModelCheckpoint):
     of its run starts a new one), the record of past best files is dropped and the run tracks
     its best afresh.
     """
+
+    def format_checkpoint_name(self, metrics: dict, *args, **kwargs) -> str:
+        if "epoch" in metrics:  # Lightning's epoch counter starts at 0
+            metrics = {**metrics, "epoch": metrics["epoch"] + 1}
+        return super().format_checkpoint_name(metrics, *args, **kwargs)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         saved = state_dict.get("dirpath")

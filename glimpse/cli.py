@@ -320,14 +320,14 @@ def main(args=None) -> GlimpseCLI:
     if trainer.loggers and not any(isinstance(c, LearningRateMonitor) for c in trainer.callbacks):
         trainer.callbacks.append(LearningRateMonitor(logging_interval="step"))  # the scheduler names it train/lr
     board = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
-    if board is not None:
+    if board is not None and trainer.is_global_zero:
         print(f"run folder: {board.log_dir}", flush=True)
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     source = commit()
     trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.ckpt_path)
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     results = trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=best or None)
-    if board is not None and best and results:
+    if board is not None and best and results and trainer.is_global_zero:
         summary = run_summary(cli, results[0], Path(best), started, source)
         board.log_hyperparams(cli.model.hparams, {f"hparams/{k}": summary[k] for k in
                                                   ("val_error", "test_error_one_path", "test_error_m10")

@@ -1,5 +1,6 @@
 """The LightningModule both attention kinds train under: one shared step, logging, optimiser."""
 
+import inspect
 from typing import Literal
 
 import math
@@ -15,7 +16,6 @@ from glimpse.losses import BASELINES, REWARDS, objective
 from glimpse.models import build
 
 Attention = Literal["hard", "soft", "choice"]
-CHOICE_DEFAULTS = {"estimator": "reinforce", "temperature": 1.0, "temperature_min": 0.5, "anneal": 0.0}
 # The kinds that read each kind-specific setting; the others keep it at its default (glimpse.cli
 # resets a shared config file's settings of other kinds).
 KIND_SETTINGS: dict[str, tuple[str, ...]] = {
@@ -130,8 +130,6 @@ class GlimpseModel(L.LightningModule):
         require(0 <= momentum < 1, "momentum", momentum, "a number in [0, 1)")
         require_choice("reward", reward, REWARDS)
         require(std_final is None or std_final > 0, "std_final", std_final, "a number > 0, or null (a fixed std)")
-        require(attention == "hard" or std_final is None, "std_final", std_final,
-                f"null: it anneals the hard model's policy, and attention is {attention!r}")
         require_choice("baseline", baseline, BASELINES)
         require(baseline != "leave_one_out" or train_samples >= 2, "train_samples", train_samples,
                 "an integer >= 2 with baseline 'leave_one_out': it compares each path with the others on its image")
@@ -142,10 +140,12 @@ class GlimpseModel(L.LightningModule):
                       scale_factor=scale_factor, what=what, where=where, glimpse_features=glimpse_features,
                       hidden=hidden, core=core)
         choice = dict(estimator=estimator, temperature=temperature, temperature_min=temperature_min, anneal=anneal)
-        if attention != "choice":
-            for name, value in choice.items():
-                require(value == CHOICE_DEFAULTS[name], name, value,
-                        f"its default {CHOICE_DEFAULTS[name]!r}: it is a setting of choice attention, not {attention!r}")
+        given = dict(std=std, std_final=std_final, start=start, policy_norm=policy_norm, grid_stride=grid_stride,
+                     score=score, attention_size=attention_size, **choice)
+        defaults = {n: p.default for n, p in inspect.signature(GlimpseModel.__init__).parameters.items()}
+        for name, kinds in KIND_SETTINGS.items():
+            require(attention in kinds or given[name] == defaults[name], name, given[name],
+                    f"its default {defaults[name]!r}: it is a setting of {' and '.join(kinds)} attention, not {attention!r}")
         soft = dict(grid_stride=grid_stride, score=score, attention_size=attention_size)
         own = {"hard": dict(std=std, start=start, policy_norm=policy_norm), "soft": soft, "choice": {**soft, **choice}}
         self.net = build(attention, image_size, **common, **own.get(attention, {}))

@@ -102,7 +102,7 @@ def test_last_falls_back_to_the_newest_intact_checkpoint(cli, run, tmp_path, cap
     last = runs / "mnist-soft" / "version_0" / "checkpoints" / "last.ckpt"
     last.write_bytes(b"")
     resumed = cli(*TINY, "--trainer.max_epochs=2", "--checkpoint.monitor=epoch", "--ckpt_path", "last")
-    assert Path(resumed.config.ckpt_path).name == "best-epoch000.ckpt"
+    assert Path(resumed.config.ckpt_path).name == "best-epoch001.ckpt"
     assert f"skipping {last}: empty file" in capsys.readouterr().err
     assert resumed.trainer.current_epoch == 2 and read_checkpoint(last)["epoch"] == 1
 
@@ -120,7 +120,7 @@ def test_json_output_never_replaces_a_file_that_is_not_ours(run, tmp_path, data,
     checkpoint or any other file is refused before any work, and so is a path that cannot be written."""
     from glimpse.evaluate import main as evaluate
 
-    ckpt = run / "checkpoints" / "best-epoch000.ckpt"
+    ckpt = run / "checkpoints" / "best-epoch001.ckpt"
     before = ckpt.read_bytes()
     notes = tmp_path / "notes.json"
     notes.write_text('{"mine": 1}')

@@ -54,6 +54,11 @@ BAD = [  # (arguments, text the message must contain)
     (["--trainer.callbacks+=glimpse.callbacks.WeightEMA", "--trainer.callbacks.decay=1"], "WeightEMA.decay=1"),
     (["--checkpoint.save_last=true"], "checkpoint.save_last=True"),  # last.ckpt is the 'last' group's
     (["--model.nonsense=1"], "nonsense"),
+    (["--attention=soft", "--model.std=0.5"], "std=0.5"),  # a setting of another kind
+    (["--attention=soft", "--model.start=random"], "start='random'"),
+    (["--attention=choice", "--model.policy_norm=true"], "policy_norm=True"),
+    (["--model.grid_stride=8"], "grid_stride=8"),
+    (["--config=configs/cluttered100.yaml", "--model.grid_stride=6"], "grid_stride=6"),
     (["--trainer.max_epochs=0"], "max_epochs=0"),  # would test an untrained model
     (["--trainer.max_steps=0"], "max_steps=0"),
     (["--trainer.limit_train_batches=0"], "limit_train_batches=0"),

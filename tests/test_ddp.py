@@ -23,10 +23,10 @@ def test_ddp_two_processes(kind, data, tmp_path):
         cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "GLOBAL_RANK: 1" in done.stderr + done.stdout, "a second process took part"
-    (run,) = (tmp_path / f"mnist-{kind}").iterdir()
+    (run,) = (tmp_path / f"mnist-{kind}-max_epochs=1-glimpses=3").iterdir()
     writers = {p.name.split(".")[-2] for p in run.glob("events.out.tfevents.*")}  # the writing process ids
     assert len(writers) == 1, f"logs from rank zero only, got writers {writers}"
     ckpts = sorted(p.name for p in (run / "checkpoints").iterdir())
-    assert ckpts == ["best-epoch000.ckpt", "last.ckpt"]
+    assert ckpts == ["best-epoch001.ckpt", "last.ckpt"]
     model, _ = load_model(run / "checkpoints" / "last.ckpt", kind)
     assert model.net.kind == kind

@@ -25,7 +25,7 @@ def checkpoints(data, tmp_path_factory) -> dict[str, Path]:
     found = {}
     for kind in ("hard", "soft", "choice"):
         main(args=[f"--data.root={data}", f"--trainer.logger.init_args.save_dir={runs}", f"--trainer.default_root_dir={runs}",
-                   "--trainer.enable_progress_bar=false", "--attention", kind, "--trainer.max_epochs=1",
+                   "--trainer.enable_progress_bar=false", "--attention", kind, f"--name=mnist-{kind}", "--trainer.max_epochs=1",
                    "--trainer.limit_train_batches=3", "--trainer.limit_val_batches=2", "--trainer.limit_test_batches=2",
                    "--data.eval_batch_size=100", "--model.glimpses=3"])
         found[kind] = runs / f"mnist-{kind}" / "version_0" / "checkpoints" / "last.ckpt"

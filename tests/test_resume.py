@@ -72,8 +72,8 @@ def test_last_checkpoint_is_the_last_epoch_even_when_the_best_is_older(cli, tmp_
     cli("--attention", "soft", "--trainer.max_epochs=3", "--trainer.limit_train_batches=2",
         "--trainer.limit_val_batches=1", "--data.eval_batch_size=250", "--checkpoint.monitor=epoch")
     saved = {p.name: p for p in (tmp_path / "runs").rglob("*.ckpt")}
-    assert set(saved) == {"best-epoch000.ckpt", "last.ckpt"}, saved
-    assert load_model(saved["best-epoch000.ckpt"])[1]["epoch"] == 0
+    assert set(saved) == {"best-epoch001.ckpt", "last.ckpt"}, saved
+    assert load_model(saved["best-epoch001.ckpt"])[1]["epoch"] == 0
     _, last = load_model(saved["last.ckpt"])
     assert (last["epoch"], last["global_step"]) == (2, 6)
 
@@ -92,7 +92,7 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_checkpoints(cli, tmp_pa
         cli("--attention", "soft", "--trainer.max_epochs=3", "--trainer.limit_train_batches=5",
             "--trainer.limit_val_batches=2", "--data.eval_batch_size=250", "--trainer.callbacks+=tests.test_resume.PoisonAt")
     saved = {p.name: p for p in (tmp_path / "runs").rglob("*.ckpt")}
-    assert {"last.ckpt", "best-epoch000.ckpt"} <= set(saved), saved
+    assert {"last.ckpt", "best-epoch001.ckpt"} <= set(saved), saved
     model, ckpt = load_model(saved["last.ckpt"])
     assert ckpt["epoch"] == 0 and all(torch.isfinite(p).all() for p in model.parameters())
 
