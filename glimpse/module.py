@@ -63,6 +63,10 @@ class GlimpseModel(L.LightningModule):
         optimizer: "adam", or "sgd" with momentum (the paper's choice).
         momentum: sgd only: its momentum (paper: 0.9).
         schedule: learning rate over training: "cosine" to zero, "linear" to zero, or "constant".
+        compile: train with the rollout and its loss compiled by torch.compile (one graph, forward
+            and backward): faster steps once compiled, at the price of the compile itself (paid
+            again when the batch size changes, e.g. at an epoch's last, smaller batch).
+            Validation and test stay eager.
     """
 
     def __init__(
@@ -101,6 +105,7 @@ class GlimpseModel(L.LightningModule):
         schedule: Literal["cosine", "linear", "constant"] = "cosine",
         optimizer: Literal["adam", "sgd"] = "adam",
         momentum: float = 0.9,
+        compile: bool = False,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -143,6 +148,7 @@ class GlimpseModel(L.LightningModule):
         # logging steps and before any validation or checkpoint, so a diverged model is neither
         # validated nor saved.
         self.register_buffer("first_nonfinite", torch.full((3,), -1), persistent=False)
+        self.train_rollout = torch.compile(self.rollout_loss, fullgraph=True) if compile else self.rollout_loss
 
     def forward(self, images: Tensor, greedy: bool = False):
         return self.net(images, greedy=greedy)
@@ -163,9 +169,7 @@ class GlimpseModel(L.LightningModule):
         images, labels = batch
         b = images.shape[0]
         m = 1 if not self.net.stochastic else self.hparams.train_samples if stage == "train" else self.eval_samples
-        out = self.net(images, samples=m)
-        hp = self.hparams
-        loss, metrics = objective(out, labels.repeat(m), hp.reinforce_weight, hp.reward, hp.baseline, samples=m)
+        loss, metrics, logits = (self.train_rollout if stage == "train" else self.rollout_loss)(images, labels, m)
         if stage == "train":
             self.flag_nonfinite(loss)
             if not self.logging_step():
@@ -173,7 +177,7 @@ class GlimpseModel(L.LightningModule):
             self.raise_if_diverged()
         elif not torch.isfinite(loss):  # evaluation is not the hot path: check every batch
             raise FloatingPointError(f"non-finite {stage} loss ({loss.item()}) after global step {self.global_step}")
-        probs = out.logits.detach().softmax(-1).view(m, b, -1).mean(0)  # (B, classes)
+        probs = logits.softmax(-1).view(m, b, -1).mean(0)  # (B, classes)
         wrong = (probs.argmax(-1) != labels).float()  # (B,)
         if self.net.kind == "hard":
             metrics["std"] = torch.tensor(self.net.policy.std)
@@ -194,6 +198,15 @@ class GlimpseModel(L.LightningModule):
             self.log(f"{stage}/{name}", metric, batch_size=b)
         self.log(f"{stage}_error", self.errors[f"{stage}_error"], batch_size=b, prog_bar=True, logger=False)
         return loss
+
+    def rollout_loss(self, images: Tensor, labels: Tensor, samples: int) -> tuple[Tensor, dict[str, Tensor], Tensor]:
+        """``samples`` rollouts per image and the objective: the loss, its parts (detached) and the
+        logits (detached, (samples * B, classes)). What ``compile`` compiles: one graph, no host
+        reads, no Python-side data-dependent branch."""
+        hp = self.hparams
+        out = self.net(images, samples=samples)
+        loss, parts = objective(out, labels.repeat(samples), hp.reinforce_weight, hp.reward, hp.baseline, samples=samples)
+        return loss, parts, out.logits.detach()
 
     def flag_nonfinite(self, loss: Tensor) -> None:
         """Record (on the device, no wait) where the first non-finite training loss happened."""
@@ -250,6 +263,13 @@ class GlimpseModel(L.LightningModule):
         self.shared_step(batch, "test")
 
     def configure_optimizers(self):
+        total = self.total_steps() if self.hparams.schedule != "constant" else 1
+        opt, sched = self.optimizer_and_schedule(total)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "name": "train/lr"}}
+
+    def optimizer_and_schedule(self, total: int) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+        """The optimiser and its per-step learning rate schedule over ``total`` steps (also what a
+        plain training loop, e.g. the benchmark's reference, steps with)."""
         hp = self.hparams
         if hp.optimizer == "sgd":
             opt = torch.optim.SGD(self.parameters(), lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay,
@@ -257,10 +277,9 @@ class GlimpseModel(L.LightningModule):
         else:  # fused: one kernel for all parameters (on CPU the default is a Python loop over them)
             opt = torch.optim.Adam(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay, fused=True)
         if hp.schedule == "cosine":
-            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.total_steps())
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
         elif hp.schedule == "linear":
-            total = self.total_steps()
             sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: max(0.0, 1 - step / total))
         else:  # a scheduler all the same, so that LearningRateMonitor logs every schedule under one name
             sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "name": "train/lr"}}
+        return opt, sched

@@ -42,9 +42,20 @@ class ChoiceAttention(SoftAttention):
         require(anneal >= 0, "anneal", anneal, "a number >= 0 (0: constant temperature)")
         self.estimator, self.initial_temperature = estimator, temperature
         self.temperature_min, self.anneal = temperature_min, anneal
+        # As the hard policy's std: a tensor for the forward pass, so annealing does not recompile.
+        self.register_buffer("tau", torch.tensor(float(temperature)), persistent=False)
         self.temperature = temperature
         self.detach_scores = estimator == "reinforce"
         self.baseline = Baseline(self.core.hidden) if estimator == "reinforce" else None
+
+    @property
+    def temperature(self) -> float:
+        return self._temperature
+
+    @temperature.setter
+    def temperature(self, value: float) -> None:
+        self._temperature = float(value)
+        self.tau.fill_(value)
 
     def set_step(self, step: int) -> None:
         """Anneal the Gumbel temperature to training step ``step``."""
@@ -55,7 +66,7 @@ class ChoiceAttention(SoftAttention):
         if greedy:
             return F.one_hot(weights.argmax(-1), weights.shape[-1]).to(weights.dtype), None
         if self.estimator == "gumbel":
-            return F.gumbel_softmax(scores, tau=self.temperature, hard=True), None
+            return F.gumbel_softmax(scores, tau=self.tau, hard=True), None
         index = sample_index(weights.detach())  # (B,)
         log_prob = torch.log_softmax(scores, -1).gather(-1, index[:, None]).squeeze(-1)
         return F.one_hot(index, weights.shape[-1]).to(weights.dtype), log_prob
