@@ -211,7 +211,9 @@ class GlimpseModel(L.LightningModule):
     def flag_nonfinite(self, loss: Tensor) -> None:
         """Record (on the device, no wait) where the first non-finite training loss happened."""
         first, where = self.first_nonfinite, (self.global_step, self.current_epoch, self.trainer.fit_loop.epoch_loop.batch_idx)
-        first.copy_(torch.where((first[0] < 0) & ~torch.isfinite(loss.detach()), first.new_tensor(where), first))
+        bad = (first[0] < 0) & ~torch.isfinite(loss.detach())
+        for i, value in enumerate(where):  # Python numbers, not a new tensor: copying one to the GPU can wait for it
+            first[i] = torch.where(bad, value, first[i])
 
     def raise_if_diverged(self) -> None:
         """Stop the run, naming the step, if a training loss has been non-finite (one host read)."""
