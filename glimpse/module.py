@@ -143,10 +143,10 @@ class GlimpseModel(L.LightningModule):
         # across processes by torchmetrics when computed.
         self.errors = nn.ModuleDict({f"{stage}_{name}": MeanMetric() for stage in ("val", "test")
                                      for name in ("error", "error_greedy")})
-        # (global step, epoch, batch) of the first non-finite training loss (-1: none so far). A device-side flag,
-        # not a check per step: reading a value on the host waits for the device. It is read on
-        # logging steps and before any validation or checkpoint, so a diverged model is neither
-        # validated nor saved.
+        # (global step, epoch, batch) of the first non-finite training loss (-1: none so far). A
+        # device-side flag, not a check per step: reading a value on the host waits for the device.
+        # It is read on logging steps and before any validation or checkpoint, so a diverged model
+        # is neither validated nor saved.
         self.register_buffer("first_nonfinite", torch.full((3,), -1), persistent=False)
         self.train_rollout = torch.compile(self.rollout_loss, fullgraph=True) if compile else self.rollout_loss
 
@@ -210,9 +210,10 @@ class GlimpseModel(L.LightningModule):
 
     def flag_nonfinite(self, loss: Tensor) -> None:
         """Record (on the device, no wait) where the first non-finite training loss happened."""
-        first, where = self.first_nonfinite, (self.global_step, self.current_epoch, self.trainer.fit_loop.epoch_loop.batch_idx)
+        first = self.first_nonfinite
+        where = (self.global_step, self.current_epoch, self.trainer.fit_loop.epoch_loop.batch_idx)
         bad = (first[0] < 0) & ~torch.isfinite(loss.detach())
-        for i, value in enumerate(where):  # Python numbers, not a new tensor: copying one to the GPU can wait for it
+        for i, value in enumerate(where):  # Python numbers: a new tensor copied to a GPU could wait for it
             first[i] = torch.where(bad, value, first[i])
 
     def raise_if_diverged(self) -> None:

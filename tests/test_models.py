@@ -262,9 +262,10 @@ def test_convolved_grid_features_equal_the_gathered_ones(size, patch, scales, st
     reference = net.gathered_features(images)
     torch.testing.assert_close(f, reference)
     torch.testing.assert_close(keys, net.scorer.key(reference))
-    pull = torch.randn_like(f)
-    grads = [torch.autograd.grad((out * pull).sum() + keys_.sum(), list(net.glimpse.parameters()) + list(net.scorer.key.parameters()))
-             for out, keys_ in ((f, keys), (reference, net.scorer.key(reference.detach() if net.detach_scores else reference)))]
+    pull, params = torch.randn_like(f), [*net.glimpse.parameters(), *net.scorer.key.parameters()]
+    reference_keys = net.scorer.key(reference.detach() if net.detach_scores else reference)
+    grads = [torch.autograd.grad((out * pull).sum() + k.sum(), params)
+             for out, k in ((f, keys), (reference, reference_keys))]
     torch.testing.assert_close(grads[0], grads[1])
 
 
