@@ -73,11 +73,11 @@ class ChoiceAttention(SoftAttention):
 
 
 def sample_index(weights: Tensor) -> Tensor:
-    """One index per row drawn from the row's weights (B, L), by inverting their cumulative sum.
+    """One index per row drawn from the row's weights (B, L): the draw torch.multinomial makes for
+    one sample (the exponential race, argmax of w / E with E ~ Exp(1)), draw for draw.
 
-    Why not torch.multinomial: it refuses non-finite weights with an error raised inside the
-    forward pass, so a diverged model would fail there instead of at the training loss's guard,
-    which names the step; this draw never fails (non-finite rows give some index) and compiles.
+    Why not torch.multinomial itself: it first checks the weights by reading them on the host (a
+    wait on a GPU, every step) and raises inside the forward pass on a diverged model's weights,
+    before the training loss's guard can name the step; this draw never fails and compiles.
     """
-    u = torch.rand_like(weights[:, :1])  # (B, 1)
-    return (weights.cumsum(-1) < u).sum(-1).clamp_(max=weights.shape[-1] - 1)
+    return (weights / torch.empty_like(weights).exponential_()).argmax(-1)
