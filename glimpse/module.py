@@ -1,9 +1,9 @@
 """The LightningModule both attention kinds train under: one shared step, logging, optimiser."""
 
 import inspect
-from typing import Literal
-
 import math
+from collections.abc import Callable
+from typing import Literal
 
 import lightning as L
 import torch
@@ -77,6 +77,10 @@ class GlimpseModel(L.LightningModule):
         momentum: sgd only: its momentum (paper: 0.9).
         schedule: learning rate over training: "cosine" to zero, "linear" to zero, or "constant";
             over the run's steps, or over its wall-clock budget when it has one (``--trainer.max_time``).
+        compile: train with the rollout and its loss compiled by torch.compile (one graph, forward
+            and backward): faster steps once compiled, at the price of the compile itself (paid
+            again when the batch size changes, e.g. at an epoch's last, smaller batch).
+            Validation and test stay eager.
     """
 
     def __init__(
@@ -116,6 +120,7 @@ class GlimpseModel(L.LightningModule):
         schedule: Literal["cosine", "linear", "constant"] = "cosine",
         optimizer: Literal["adam", "sgd"] = "adam",
         momentum: float = 0.9,
+        compile: bool = False,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -154,11 +159,12 @@ class GlimpseModel(L.LightningModule):
         # across processes by torchmetrics when computed.
         self.errors = nn.ModuleDict({f"{stage}_{name}": MeanMetric() for stage in ("val", "test")
                                      for name in ("error", "error_greedy", "error_one_path")})
-        # (global step, epoch, batch) of the first non-finite training loss (-1: none so far). A device-side flag,
-        # not a check per step: reading a value on the host waits for the device. It is read on
-        # logging steps and before any validation or checkpoint, so a diverged model is neither
-        # validated nor saved.
+        # (global step, epoch, batch) of the first non-finite training loss (-1: none so far). A
+        # device-side flag, not a check per step: reading a value on the host waits for the device.
+        # It is read on logging steps and before any validation or checkpoint, so a diverged model
+        # is neither validated nor saved.
         self.register_buffer("first_nonfinite", torch.full((3,), -1), persistent=False)
+        self.train_rollout = torch.compile(self.rollout_loss, fullgraph=True) if compile else self.rollout_loss
 
     def forward(self, images: Tensor, greedy: bool = False):
         return self.net(images, greedy=greedy)
@@ -179,9 +185,7 @@ class GlimpseModel(L.LightningModule):
         images, labels = batch
         b = images.shape[0]
         m = self.samples(stage)
-        out = self.net(images, samples=m)
-        hp = self.hparams
-        loss, metrics = objective(out, labels.repeat(m), hp.reinforce_weight, hp.reward, hp.baseline, samples=m)
+        loss, metrics, logits = (self.train_rollout if stage == "train" else self.rollout_loss)(images, labels, m)
         if stage == "train":
             self.flag_nonfinite(loss)
             if not self.logging_step():
@@ -189,7 +193,7 @@ class GlimpseModel(L.LightningModule):
             self.raise_if_diverged()
         elif not torch.isfinite(loss):  # evaluation is not the hot path: check every batch
             raise FloatingPointError(f"non-finite {stage} loss ({loss.item()}) after global step {self.global_step}")
-        probs = out.logits.detach().softmax(-1).view(m, b, -1).mean(0)  # (B, classes)
+        probs = logits.softmax(-1).view(m, b, -1).mean(0)  # (B, classes)
         wrong = (probs.argmax(-1) != labels).float()  # (B,)
         if self.net.kind == "hard":
             metrics["std"] = torch.tensor(self.net.policy.std)
@@ -220,10 +224,22 @@ class GlimpseModel(L.LightningModule):
             return 1
         return {"train": hp.train_samples, "val": hp.val_samples or self.eval_samples}.get(stage, self.eval_samples)
 
+    def rollout_loss(self, images: Tensor, labels: Tensor, samples: int) -> tuple[Tensor, dict[str, Tensor], Tensor]:
+        """``samples`` rollouts per image and the objective: the loss, its parts (detached) and the
+        logits (detached, (samples * B, classes)). What ``compile`` compiles: one graph, no host
+        reads, no Python-side data-dependent branch."""
+        hp = self.hparams
+        out = self.net(images, samples=samples)
+        loss, parts = objective(out, labels.repeat(samples), hp.reinforce_weight, hp.reward, hp.baseline, samples=samples)
+        return loss, parts, out.logits.detach()
+
     def flag_nonfinite(self, loss: Tensor) -> None:
         """Record (on the device, no wait) where the first non-finite training loss happened."""
-        first, where = self.first_nonfinite, (self.global_step, self.current_epoch, self.trainer.fit_loop.epoch_loop.batch_idx)
-        first.copy_(torch.where((first[0] < 0) & ~torch.isfinite(loss.detach()), first.new_tensor(where), first))
+        first = self.first_nonfinite
+        where = (self.global_step, self.current_epoch, self.trainer.fit_loop.epoch_loop.batch_idx)
+        bad = (first[0] < 0) & ~torch.isfinite(loss.detach())
+        for i, value in enumerate(where):  # Python numbers: a new tensor copied to a GPU could wait for it
+            first[i] = torch.where(bad, value, first[i])
 
     def raise_if_diverged(self) -> None:
         """Stop the run, naming the step, if a training loss has been non-finite (one host read)."""
@@ -291,6 +307,14 @@ class GlimpseModel(L.LightningModule):
         self.shared_step(batch, "test")
 
     def configure_optimizers(self):
+        opt, sched = self.optimizer_and_schedule(lambda _: self.progress())
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "name": "train/lr"}}
+
+    def optimizer_and_schedule(self, progress: Callable[[int], float]) -> tuple[torch.optim.Optimizer,
+                                                                               torch.optim.lr_scheduler.LRScheduler]:
+        """The optimiser and its per-step learning rate schedule, which follows ``progress`` (optimiser
+        steps taken -> fraction of training done, in [0, 1]); also what a plain training loop, e.g. the
+        benchmark's reference, steps with."""
         hp = self.hparams
         if hp.optimizer == "sgd":
             opt = torch.optim.SGD(self.parameters(), lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay,
@@ -298,10 +322,9 @@ class GlimpseModel(L.LightningModule):
         else:  # fused: one kernel for all parameters (on CPU the default is a Python loop over them)
             opt = torch.optim.Adam(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay, fused=True)
         if hp.schedule == "cosine":
-            factor = lambda _: 0.5 * (1 + math.cos(math.pi * self.progress()))  # noqa: E731
+            factor = lambda step: 0.5 * (1 + math.cos(math.pi * progress(step)))  # noqa: E731
         elif hp.schedule == "linear":
-            factor = lambda _: 1 - self.progress()  # noqa: E731
+            factor = lambda step: 1 - progress(step)  # noqa: E731
         else:  # a scheduler all the same, so that LearningRateMonitor logs every schedule under one name
-            factor = lambda _: 1.0  # noqa: E731
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "name": "train/lr"}}
+            factor = lambda step: 1.0  # noqa: E731
+        return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)

@@ -118,3 +118,13 @@ def test_choice_sampling_survives_non_finite_weights():
     scores = torch.full((4, 9), float("nan"))
     mix, log_prob = net.select(scores, scores.softmax(-1), greedy=False)
     assert (mix.sum(-1) == 1).all() and log_prob.isnan().all()
+
+
+def test_choice_draws_what_torch_multinomial_draws():
+    """Draw for draw the same indices as torch.multinomial, without its host-side check."""
+    from glimpse.models.choice import sample_index
+    weights = torch.randn(256, 49).softmax(-1)
+    torch.manual_seed(3)
+    expected = torch.multinomial(weights, 1).squeeze(-1)
+    torch.manual_seed(3)
+    assert torch.equal(sample_index(weights), expected)

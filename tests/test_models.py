@@ -6,6 +6,7 @@ import torch
 from glimpse.checks import ConfigError
 from glimpse.losses import objective
 from glimpse.models import Retina, build
+from glimpse.models.soft import location_grid
 
 
 def test_retina_reads_exact_pixels_inside_the_image():
@@ -67,7 +68,11 @@ def test_samples_equal_repeated_images_and_share_the_grid_features(kind, extra):
     net = build(kind, 28, glimpses=3, **extra)
     images = torch.rand(4, 1, 28, 28)
     rows = []
-    net.glimpse.register_forward_hook(lambda module, args, out: rows.append(out.shape[:-1].numel()))
+    if kind == "hard":
+        net.glimpse.register_forward_hook(lambda module, args, out: rows.append(out.shape[:-1].numel()))
+    else:  # the grid's features, in whichever form they are computed
+        features = net.features
+        net.features = lambda images: rows.append(images.shape[0] * net.grid.shape[0]) or features(images)
     torch.manual_seed(1)
     shared = net(images, samples=3)
     read_shared, rows[:] = sum(rows), []
@@ -232,3 +237,40 @@ def test_rollout_moves_every_tensor_and_keeps_the_missing_ones_missing():
     moved = out.to(torch.float64)
     assert moved.logits.dtype == moved.log_probs.dtype == torch.float64 and moved.patches is None
     torch.testing.assert_close(moved.locations, out.locations.double())
+
+
+@pytest.mark.parametrize("size, patch, scales, stride, kind", [
+    (60, 12, 3, 4, "soft"),  # cluttered60: the widest scale reads between pooled cells (bilinear at 1/2)
+    (100, 12, 4, 8, "soft"),  # cluttered100
+    (28, 7, 1, 3, "soft"),  # odd patch: half-pixel margins
+    (61, 11, 2, 4, "choice"),  # odd canvas, and the scorer's keys of detached features
+])
+def test_convolved_grid_features_equal_the_gathered_ones(size, patch, scales, stride, kind):
+    """The fast form (strided convolutions over the pyramid) computes the definition (the sensor's
+    patches at every grid location through the glimpse network): features, keys and gradients.
+    In float64, so that float32 rounding cannot flip a rectifier near zero and with it a gradient;
+    in float32 the features agree to 1e-5."""
+    torch.manual_seed(0)
+    net = build(kind, size, patch=patch, scales=scales, grid_stride=stride, glimpses=2, what=16, where=8,
+                glimpse_features=24, attention_size=8)
+    assert net.convolve
+    images = torch.rand(3, 1, size, size)
+    torch.testing.assert_close(net.convolved_features(images)[0], net.gathered_features(images), rtol=1e-4, atol=1e-5)
+    net, images = net.double(), images.double()
+    net.grid = location_grid(size, patch, stride)[0]  # exact: not float32 centres cast up
+    f, keys = net.convolved_features(images)
+    reference = net.gathered_features(images)
+    torch.testing.assert_close(f, reference)
+    torch.testing.assert_close(keys, net.scorer.key(reference))
+    pull, params = torch.randn_like(f), [*net.glimpse.parameters(), *net.scorer.key.parameters()]
+    reference_keys = net.scorer.key(reference.detach() if net.detach_scores else reference)
+    grads = [torch.autograd.grad((out * pull).sum() + k.sum(), params)
+             for out, k in ((f, keys), (reference, reference_keys))]
+    torch.testing.assert_close(grads[0], grads[1])
+
+
+def test_a_grid_stride_off_the_pooled_cells_uses_the_gathered_form():
+    net = build("soft", 60, patch=12, scales=3, grid_stride=6)  # 6 pixels is 1.5 cells of the widest scale
+    assert not net.convolve
+    f, keys = net.features(torch.rand(2, 1, 60, 60))
+    assert f.shape == (2, net.grid.shape[0], net.glimpse.out_features) and keys.shape[:2] == f.shape[:2]

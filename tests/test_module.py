@@ -83,3 +83,40 @@ def test_learning_rate_monitor_logs_every_schedule_as_train_lr(data, tmp_path, s
     assert (lrs[-1] < lrs[0]) == (schedule != "constant")
     val = [r for r in rows if r.get("val/error")]
     assert len(val) == 1 and 0 <= float(val[0]["val/error"]) <= 1
+
+
+class NoHostReads(L.Callback):
+    """Fails any read of a tensor's value on the host (what waits for a GPU) during training steps
+    that do not log; counts the steps it watched."""
+
+    READS = ("item", "tolist", "__bool__", "__float__", "__int__", "__index__")
+
+    def __init__(self, monkeypatch):
+        self.monkeypatch, self.watched = monkeypatch, 0
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        if not module.logging_step():
+            self.watched += 1
+            for name in self.READS:
+                self.monkeypatch.setattr(torch.Tensor, name, self.refuse(name))
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        self.monkeypatch.undo()
+
+    @staticmethod
+    def refuse(name):
+        def read(*args, **kwargs):
+            raise AssertionError(f"Tensor.{name} read a value on the host inside a training step")
+        return read
+
+
+@pytest.mark.parametrize("kind, extra", [("hard", {"std_final": 0.05}), ("choice", {}),
+                                         ("choice", {"estimator": "gumbel", "anneal": 1.0})])
+def test_training_steps_that_do_not_log_read_nothing_from_the_device(data, monkeypatch, kind, extra):
+    """On a GPU a host read waits for every queued kernel; the step must queue work and go on."""
+    watch = NoHostReads(monkeypatch)
+    model = GlimpseModel(attention=kind, glimpses=2, hidden=16, what=8, where=8, glimpse_features=16, **extra)
+    trainer = L.Trainer(max_steps=4, log_every_n_steps=3, limit_val_batches=0, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, logger=False, callbacks=[watch])
+    trainer.fit(model, datamodule=GlimpseData(root=data, batch_size=8))
+    assert watch.watched == 3

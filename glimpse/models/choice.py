@@ -42,9 +42,20 @@ class ChoiceAttention(SoftAttention):
         require(anneal >= 0, "anneal", anneal, "a number >= 0 (0: constant temperature)")
         self.estimator, self.initial_temperature = estimator, temperature
         self.temperature_min, self.anneal = temperature_min, anneal
+        # As the hard policy's std: a tensor for the forward pass, so annealing does not recompile.
+        self.register_buffer("tau", torch.tensor(float(temperature)), persistent=False)
         self.temperature = temperature
         self.detach_scores = estimator == "reinforce"
         self.baseline = Baseline(self.core.hidden) if estimator == "reinforce" else None
+
+    @property
+    def temperature(self) -> float:
+        return self._temperature
+
+    @temperature.setter
+    def temperature(self, value: float) -> None:
+        self._temperature = float(value)
+        self.tau.fill_(value)
 
     def set_step(self, step: int) -> None:
         """Anneal the Gumbel temperature to training step ``step``."""
@@ -55,18 +66,18 @@ class ChoiceAttention(SoftAttention):
         if greedy:
             return F.one_hot(weights.argmax(-1), weights.shape[-1]).to(weights.dtype), None
         if self.estimator == "gumbel":
-            return F.gumbel_softmax(scores, tau=self.temperature, hard=True), None
+            return F.gumbel_softmax(scores, tau=self.tau, hard=True), None
         index = sample_index(weights.detach())  # (B,)
         log_prob = torch.log_softmax(scores, -1).gather(-1, index[:, None]).squeeze(-1)
         return F.one_hot(index, weights.shape[-1]).to(weights.dtype), log_prob
 
 
 def sample_index(weights: Tensor) -> Tensor:
-    """One index per row drawn from the row's weights (B, L), by inverting their cumulative sum.
+    """One index per row drawn from the row's weights (B, L): the draw torch.multinomial makes for
+    one sample (the exponential race, argmax of w / E with E ~ Exp(1)), draw for draw.
 
-    Why not torch.multinomial: it refuses non-finite weights with an error raised inside the
-    forward pass, so a diverged model would fail there instead of at the training loss's guard,
-    which names the step; this draw never fails (non-finite rows give some index) and compiles.
+    Why not torch.multinomial itself: it first checks the weights by reading them on the host (a
+    wait on a GPU, every step) and raises inside the forward pass on a diverged model's weights,
+    before the training loss's guard can name the step; this draw never fails and compiles.
     """
-    u = torch.rand_like(weights[:, :1])  # (B, 1)
-    return (weights.cumsum(-1) < u).sum(-1).clamp_(max=weights.shape[-1] - 1)
+    return (weights / torch.empty_like(weights).exponential_()).argmax(-1)

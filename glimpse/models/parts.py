@@ -70,11 +70,23 @@ class GaussianPolicy(nn.Module):
     def __init__(self, hidden: int, std: float, normalize: bool = False):
         super().__init__()
         require(std > 0, "std", std, "a number > 0")
+        # The std as a tensor too: what the forward pass reads, so that a compiled rollout takes an
+        # annealed std as an input instead of recompiling for each new value.
+        self.register_buffer("scale", torch.tensor(float(std)), persistent=False)
         self.std = std
         self.normalize = normalize
         self.mean = nn.Linear(hidden, 2)
         if normalize:  # unit-variance inputs would otherwise scatter the first looks over the image
             nn.init.zeros_(self.mean.weight)
+
+    @property
+    def std(self) -> float:
+        return self._std
+
+    @std.setter
+    def std(self, value: float) -> None:
+        self._std = float(value)
+        self.scale.fill_(value)
 
     def forward(self, h: Tensor, greedy: bool = False) -> tuple[Tensor, Tensor, Tensor]:
         """h (B, hidden) -> location (B, 2) detached, log-probability (B,), mean (B, 2)."""
@@ -82,10 +94,10 @@ class GaussianPolicy(nn.Module):
         if self.normalize:
             h = F.layer_norm(h, h.shape[-1:])
         mean = torch.tanh(self.mean(h))
-        sample = mean.detach() if greedy else torch.normal(mean.detach(), self.std)
+        sample = mean.detach() if greedy else torch.normal(mean.detach(), self.scale.expand_as(mean))
         # validate_args=False: checking the arguments costs host-device syncs on every step, and a
         # diverged (non-finite) mean must reach the loss, where the training guard names the step
-        log_prob = Normal(mean, self.std, validate_args=False).log_prob(sample).sum(-1)
+        log_prob = Normal(mean, self.scale, validate_args=False).log_prob(sample).sum(-1)
         return sample.clamp(-1, 1), log_prob, mean
 
 

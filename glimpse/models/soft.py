@@ -3,6 +3,7 @@
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from glimpse.checks import require, require_choice
@@ -10,7 +11,7 @@ from glimpse.models.base import AttentionNet, Rollout
 
 
 def location_grid(image_size: int, patch: int, stride: int) -> tuple[Tensor, int]:
-    """Centres of the candidate patches, (n*n, 2) image-normalised (x, y), row-major, and n.
+    """Centres of the candidate patches, (n*n, 2) image-normalised (x, y), row-major, float64, and n.
 
     n = (image - patch) // stride + 1 positions per axis, centred on the image.
     """
@@ -20,7 +21,7 @@ def location_grid(image_size: int, patch: int, stride: int) -> tuple[Tensor, int
             f"at most image_size - patch = {image_size - patch}, so the grid has at least 2x2 locations "
             f"(this one would have {n}x{n})")
     margin = (image_size - patch - (n - 1) * stride) / 2
-    centres = (margin + patch / 2 + stride * torch.arange(n, dtype=torch.float32)) * (2 / image_size) - 1  # (n,)
+    centres = (margin + patch / 2 + stride * torch.arange(n, dtype=torch.float64)) * (2 / image_size) - 1  # (n,)
     y, x = torch.meshgrid(centres, centres, indexing="ij")
     return torch.stack([x, y], -1).view(-1, 2), n
 
@@ -67,13 +68,64 @@ class SoftAttention(AttentionNet):
     def __init__(self, image_size: int, *, grid_stride: int = 4, score: str = "additive", attention_size: int = 128, **common):
         super().__init__(image_size, **common)
         grid, self.grid_size = location_grid(image_size, self.retina.patch, grid_stride)
-        self.register_buffer("grid", grid, persistent=False)  # (L, 2)
+        self.register_buffer("grid", grid.float(), persistent=False)  # (L, 2)
+        self.grid_stride = grid_stride
         self.scorer = Scorer(self.glimpse.out_features, self.core.hidden, attention_size, score)
+        # The convolution form needs each scale's grid stride to be a whole number of pooled cells.
+        self.convolve = all(grid_stride % f == 0 for f in self.retina.factors)
 
-    def features(self, images: Tensor) -> Tensor:
-        """images (B, C, H, W) -> f (B, L, D): the glimpse network at every grid location."""
+    def features(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """images (B, C, H, W) -> f (B, L, D), the glimpse network at every grid location, and
+        the scorer's keys of them (B, L, A) (of f detached where the scores must not train f)."""
+        if self.convolve:
+            return self.convolved_features(images)
+        f = self.gathered_features(images)
+        return f, self.scorer.key(f.detach() if self.detach_scores else f)
+
+    def gathered_features(self, images: Tensor) -> Tensor:
+        """The definition of f (B, L, D): the sensor's patches at each grid location, through the
+        glimpse network, location by location."""
         loc = self.grid.expand(images.shape[0], -1, -1)  # (B, L, 2)
         return self.glimpse(self.retina(self.retina.pyramid(images), loc), loc)
+
+    def convolved_features(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """f and keys as ``features``, computed as convolutions: the same numbers as
+        ``gathered_features`` (to float rounding), without gathering overlapping patches.
+
+        The "what" layer read at every grid location is a strided convolution over each pyramid
+        level (kernel: the layer's weights for that scale, g x g; stride: the grid stride in pooled
+        cells), summed over scales. Where a scale's sample points fall between pooled cells (the
+        sensor then reads bilinearly), the level is first interpolated at that fixed offset. The
+        "where" half of the combining layer depends on the location only: computed once per grid,
+        not once per image. The combining layer and the keys are 1x1 convolutions over the grid in
+        channels-last layout: oneDNN's convolutions run these shapes faster than the matrix
+        products of nn.Linear on CPUs.
+        """
+        g, n, stride, net = self.retina.patch, self.grid_size, self.grid_stride, self.glimpse
+        size, k, c = self.retina.image_size, self.retina.scales, self.channels
+        margin = (size - g - (n - 1) * stride) / 2
+        weight = net.what.weight.view(-1, k, c, g, g) / net.pixel_std
+        what = net.what.bias[:, None, None]
+        for j, (f, level) in enumerate(zip(self.retina.factors, self.retina.pyramid(images))):
+            first = (margin + g / 2) / f - g / 2  # pooled-cell index of the first sample point
+            start, frac, step = math.floor(first), first - math.floor(first), stride // f
+            end = start + step * (n - 1) + g - 1 + (frac > 0)  # the last cell read
+            lo, hi = max(0, -start), max(0, end - (level.shape[-1] - 1))
+            x = F.pad(level, (lo, hi, lo, hi))[..., start + lo:, start + lo:]  # zeros outside, as the sensor sees them
+            if frac:  # bilinear at a fixed fraction: between neighbouring cells along both axes
+                x = (1 - frac) * x[..., :-1, :] + frac * x[..., 1:, :]
+                x = (1 - frac) * x[..., :-1] + frac * x[..., 1:]
+            what = what + F.conv2d(x, weight[:, j], stride=step)[..., :n, :n]  # (B, what, n, n)
+        what = torch.relu(what).contiguous(memory_format=torch.channels_last)
+        split = net.what.out_features
+        where = torch.relu(net.where(self.grid))  # (L, where): the same for every image
+        by_place = F.linear(where, net.combine.weight[:, split:], net.combine.bias)  # (L, D)
+        combined = F.conv2d(what, net.combine.weight[:, :split, None, None])  # (B, D, n, n)
+        fmap = torch.relu(combined + by_place.t().reshape(-1, n, n))
+        keys = F.conv2d(fmap.detach() if self.detach_scores else fmap, self.scorer.key.weight[..., None, None],
+                        self.scorer.key.bias)
+        b = images.shape[0]
+        return (fmap.permute(0, 2, 3, 1).reshape(b, n * n, -1), keys.permute(0, 2, 3, 1).reshape(b, n * n, -1))
 
     def select(self, scores: Tensor, weights: Tensor, greedy: bool) -> tuple[Tensor, Tensor | None]:
         """What is done with the weights: soft attention blends all locations with them.
@@ -90,8 +142,7 @@ class SoftAttention(AttentionNet):
         The grid's features and keys do not depend on the path, so ``samples`` rollouts (choice's
         M-sample averaging) share one computation of them instead of one per repeat.
         """
-        f = self.features(images)  # (B, L, D)
-        keys = self.scorer.key(f.detach() if self.detach_scores else f)  # (B, L, A), once per image
+        f, keys = self.features(images)  # (B, L, D), (B, L, A): once per image
         f, keys = f.repeat(samples, 1, 1), keys.repeat(samples, 1, 1)  # (M*B, ...); images give only dtype/device below
         b = f.shape[0]
         state = self.core.init_state(b, images)
