@@ -26,7 +26,6 @@ import argparse
 import itertools
 import json
 import os
-import platform
 import re
 import resource
 import shutil
@@ -42,8 +41,12 @@ import lightning as L
 import torch
 import yaml
 
+from glimpse.checks import ConfigError, require_writable_file
+from glimpse.cli import default_precision
 from glimpse.data import GlimpseData
-from glimpse.module import GlimpseModel
+from glimpse.models import KINDS
+from glimpse.module import KIND_SETTINGS, GlimpseModel
+from glimpse.records import machine
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
@@ -117,6 +120,7 @@ def measure(kind: str, name: str, canvas: int | None, steps: int, warmup: int, b
     """One cell: train (Lightning and bare) and eval images/s and peak memory."""
     data_kw, model_kw = setting(name, canvas)
     data = GlimpseData(root=root, batch_size=batch, **data_kw)
+    model_kw = {k: v for k, v in model_kw.items() if kind in KIND_SETTINGS.get(k, (kind,))}  # as train.py reads a file
     model = GlimpseModel(attention=kind, image_size=data.image_size, compile=compile, **model_kw)
     timer = StepTimer(warmup)
     trainer = L.Trainer(max_steps=warmup + steps, limit_val_batches=0, logger=False, enable_checkpointing=False,
@@ -226,7 +230,7 @@ def side_by_side(peer_git_dir: str, root: str, precision: str, compile: bool) ->
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--kinds", nargs="+", default=["hard", "soft"], choices=["hard", "soft", "choice"])
+    parser.add_argument("--kinds", nargs="+", default=["hard", "soft"], choices=list(KINDS))
     parser.add_argument("--settings", nargs="+", default=["mnist", "cluttered60", "cluttered100"], choices=SETTINGS)
     parser.add_argument("--canvas", nargs="+", type=int, default=None,
                         help="instead of --settings: cluttered60's model (T=8, 12x12, 3 scales) on these canvases")
@@ -234,8 +238,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--root", default="data")
-    parser.add_argument("--precision", default="32-true", choices=PRECISIONS,
-                        help="Lightning's precision (bf16-mixed: bfloat16 autocast, on CPUs with AVX-512 BF16 too)")
+    parser.add_argument("--precision", default=default_precision(), choices=PRECISIONS,
+                        help="Lightning's precision (bf16-mixed: bfloat16 autocast, on CPUs with AVX-512 BF16 too); "
+                             "default: train.py's on this machine")
     parser.add_argument("--compile", action="store_true",
                         help="compile the training rollout and loss (the model's compile setting) and the evaluation")
     parser.add_argument("--peer", metavar="PEER_GIT_DIR",
@@ -244,6 +249,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", type=Path, help="also write the rows to this file")
     parser.add_argument("--one", nargs=3, metavar=("KIND", "SETTING", "CANVAS"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.json:
+        try:
+            require_writable_file("--json", args.json)
+        except ConfigError as exc:
+            parser.exit(2, f"error: {exc}\n")
     if args.one:  # a child process: one cell, printed as JSON
         kind, name, canvas = args.one
         row = measure(kind, name, int(canvas) or None, args.steps, args.warmup, args.batch_size, args.root,
@@ -251,9 +261,8 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(row))
         return
     GlimpseData(root=args.root).prepare_data()  # fetch MNIST once, before the children
-    print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} "
-          f"threads, {len(os.sched_getaffinity(0))} cores usable, cuda {torch.cuda.is_available()}, "
-          f"precision {args.precision}, compile {args.compile}")
+    print(f"# {machine()}, torch {torch.__version__}, {len(os.sched_getaffinity(0))} cores usable, "
+          f"cuda {torch.cuda.is_available()}, precision {args.precision}, compile {args.compile}")
     if args.peer:
         row = side_by_side(args.peer, args.root, args.precision, args.compile)
         print(f"public RAM: {row['peer_img_s']:,.0f} img/s ({PEER_IMAGES:,} images in {row['peer_s']:.1f} s, its own timer)")
@@ -263,8 +272,9 @@ def main(argv: list[str] | None = None) -> None:
         rows = [row]
     else:
         rows = cells(args)
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=1))
+    if args.json:  # what glimpse.report draws the README's speed table from
+        command = "python -m glimpse.bench " + " ".join(sys.argv[1:] if argv is None else argv)
+        args.json.write_text(json.dumps({"machine": machine(), "command": command, "rows": rows}, indent=1) + "\n")
 
 
 def cells(args: argparse.Namespace) -> list[dict]:

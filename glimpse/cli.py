@@ -329,7 +329,7 @@ def main(args=None) -> GlimpseCLI:
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     results = trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=best or None)
     if board is not None and best and results and trainer.is_global_zero:
-        summary = run_summary(cli, results[0], Path(best), started, source)
+        summary = run_summary(cli, Path(board.log_dir), results[0], Path(best), started, source)
         board.log_hyperparams(cli.model.hparams, {f"hparams/{k}": summary[k] for k in
                                                   ("val_error", "test_error_one_path", "test_error_m10")
                                                   if summary[k] is not None})
@@ -349,7 +349,7 @@ def default_precision() -> str:
     return "bf16-mixed" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "32-true"
 
 
-def run_summary(cli: GlimpseCLI, test: dict, best: Path, started: str, source: str) -> dict:
+def run_summary(cli: GlimpseCLI, run: Path, test: dict, best: Path, started: str, source: str) -> dict:
     """What ``run.json`` records of a finished run (see glimpse.records): the run's settings, where
     and on what it ran, its best validation error, and its one test-set evaluation."""
     trainer, model, config = cli.trainer, cli.model, cli.config
@@ -360,7 +360,7 @@ def run_summary(cli: GlimpseCLI, test: dict, best: Path, started: str, source: s
     pixels = model.net.cost()["pixels"]
     configs = [relative(Path(str(p))) for p in (config.get("config") or [])] or list(DEFAULT_CONFIGS)
     return {
-        "run": str(Path(trainer.log_dir)), "started": started,
+        "run": str(run), "started": started,  # the logger's folder (trainer.log_dir would wait for every rank)
         "setting": setting_name(config.data.dataset, config.data.canvas),
         "kind": kind_name(config.model.attention, config.model.estimator),
         "recipe": "+".join(configs),

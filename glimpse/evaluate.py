@@ -37,7 +37,7 @@ def test_data(ckpt: dict, args: argparse.Namespace, model: GlimpseModel) -> Glim
     saved = saved_arguments(ckpt, "datamodule_hyper_parameters")
     saved.update({k: v for k, v in (("dataset", args.dataset), ("canvas", args.canvas),
                                     ("fragments", args.fragments)) if v is not None})
-    saved.update(root=args.root, eval_batch_size=args.batch_size)
+    saved.update(root=args.root, eval_batch_size=args.batch_size, shift=0)  # shift moves training digits only
     data = GlimpseData(**saved)
     if data.image_size != model.hparams.image_size:
         raise ConfigError(f"dataset={data.hparams.dataset!r} with canvas {data.image_size} is not allowed: expected "

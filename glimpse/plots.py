@@ -79,6 +79,8 @@ def read_cost(path: Path) -> list[dict]:
         rows = json.loads(path.read_text())
     except ValueError as exc:
         raise ConfigError(f"{path}: not a JSON file ({exc})") from exc
+    if isinstance(rows, dict):  # the bench names its machine and command beside the rows
+        rows = rows.get("rows")
     if not (isinstance(rows, list) and rows and all(isinstance(r, dict) and set(COST_KEYS) <= set(r) for r in rows)):
         raise ConfigError(f"{path}: not a `python -m glimpse.bench --json` file (rows with {', '.join(COST_KEYS)})")
     return rows

@@ -138,8 +138,8 @@ def speed(_rows: list[dict], path: Path | None = None) -> str:
         return "_No benchmark recorded in docs/speed.json yet._\n"
     data = json.loads(path.read_text())
     rows, head = (data["rows"], data) if isinstance(data, dict) else (data, {})
-    columns = [c for c in ("kind", "setting", "canvas", "loop", "train_img_s", "eval_img_s", "eval_samples",
-                           "overhead", "peak_mib", "pixels", "precision") if any(c in r for r in rows)]
+    columns = [c for c in ("kind", "setting", "train_img_s", "bare_img_s", "overhead", "eval_img_s", "eval_samples",
+                           "peak_mib", "pixels", "precision", "peer_img_s", "ours_img_s", "ratio") if any(c in r for r in rows)]
     fmt = lambda v: f"{v:,.0f}" if isinstance(v, float) and v >= 100 else f"{v:.2f}" if isinstance(v, float) else str(v)  # noqa: E731
     table = markdown(columns, [[fmt(r.get(c, "")) for c in columns] for r in rows])
     where = "; ".join(f"{k}: {head[k]}" for k in ("machine", "command") if k in head)

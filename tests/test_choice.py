@@ -9,6 +9,7 @@ from glimpse.checks import ConfigError
 from glimpse.losses import objective
 from glimpse.models import build
 from glimpse.module import GlimpseModel
+from tests.conftest import REPO
 from tests.test_models import grads_of
 
 
@@ -93,7 +94,8 @@ def test_unknown_estimator_is_refused():
 @pytest.mark.slow
 @pytest.mark.parametrize("estimator", ["reinforce", "gumbel"])
 def test_choice_learns_real_mnist(cli, estimator):
-    run = cli("--attention", "choice", f"--model.estimator={estimator}", "--trainer.max_epochs=3",
+    run = cli("--attention", "choice", "--config", str(REPO / "configs/mnist.yaml"), "--trainer.precision=32-true",
+              f"--model.estimator={estimator}", "--trainer.max_epochs=3",
               "--trainer.limit_train_batches=100", "--trainer.limit_val_batches=2", "--trainer.limit_test_batches=2",
               "--model.eval_samples=2")
     metrics = run.trainer.callback_metrics

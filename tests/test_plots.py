@@ -35,7 +35,9 @@ def test_cost_figure_from_the_benchmark(data, tmp_path):
                            "--steps", "2", "--warmup", "1", "--batch-size", "16", "--root", data, "--json", str(rows)],
                           cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
-    got = json.loads(rows.read_text())
+    written = json.loads(rows.read_text())
+    got = written["rows"]
+    assert "threads" in written["machine"] and written["command"].startswith("python -m glimpse.bench --kinds hard")
     assert [(r["kind"], r["canvas"]) for r in got] == [("hard", 60), ("choice", 60)]
     assert got[0]["pixels"] == 8 * 3 * 12 * 12 < got[1]["pixels"]  # cluttered60's model; choice reads the grid
     assert all(r["train_img_s"] > 0 for r in got)
