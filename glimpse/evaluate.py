@@ -23,6 +23,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from glimpse.checkpoints import load_model, run_tool, saved_arguments
+from glimpse.cli import default_precision
 from glimpse.checks import ConfigError, require_writable_file
 from glimpse.data import GlimpseData
 from glimpse.data.canvas import DIGIT
@@ -220,6 +221,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--std", type=float, metavar="S",
                         help="hard checkpoints: sample paths with this std instead of the one trained with "
                              "(other kinds ignore it); the greedy path does not depend on it")
+    parser.add_argument("--precision", choices=["32-true", "bf16-mixed"], default=default_precision(),
+                        help="bf16-mixed: bfloat16 autocast, as training uses by default where the CPU computes "
+                             "it natively (about twice the images/s there); default: train.py's on this machine")
     parser.add_argument("--verbose", action="store_true", help="show tracebacks")
     args = parser.parse_args(argv)
     if args.std is not None and not args.std > 0:
@@ -255,7 +259,9 @@ def evaluate_all(args: argparse.Namespace, rows: list) -> None:
         counts = args.samples or [model.eval_samples]
         for m, samples in enumerate(counts if model.net.stochastic else counts[:1]):  # soft: M means nothing
             torch.manual_seed(args.seed)
-            row = evaluate(model, data, samples, greedy=m == 0, split=args.split)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16-mixed"):
+                row = evaluate(model, data, samples, greedy=m == 0, split=args.split)
+            row["precision"] = args.precision
             if m:  # the greedy path is the same for every M: measured once per checkpoint
                 row["test_error_greedy"] = rows[-1]["test_error_greedy"]
             rows.append({"checkpoint": str(path), **row})

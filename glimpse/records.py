@@ -10,6 +10,7 @@ best-on-validation checkpoint.
 from __future__ import annotations
 
 import csv
+import fcntl
 import json
 import os
 import platform
@@ -133,11 +134,16 @@ def row_from_run(run_dir: Path) -> dict:
 
 
 def add_runs(csv_path: Path, run_dirs: list[Path]) -> list[dict]:
-    """Add (or replace, by run folder and start time) the rows of these runs; returns the new rows."""
+    """Add (or replace, by run folder and start time) the rows of these runs; returns the new rows.
+
+    Holds a lock on the file while it reads and rewrites it: two runners, one per core, may finish
+    at the same moment."""
     key = lambda r: (r["run"], r["started"])  # noqa: E731  a folder name can come back in a later session
-    rows = {key(r): r for r in read_rows(csv_path)}
     new = [row_from_run(d) for d in run_dirs]
-    for row in new:
-        rows[key(row)] = {k: "" if row[k] is None else str(row[k]) for k in COLUMNS}
-    write_rows(csv_path, list(rows.values()))
+    with open(Path(csv_path).with_suffix(".csv.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        rows = {key(r): r for r in read_rows(csv_path)}
+        for row in new:
+            rows[key(row)] = {k: "" if row[k] is None else str(row[k]) for k in COLUMNS}
+        write_rows(csv_path, list(rows.values()))
     return new

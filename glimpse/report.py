@@ -131,11 +131,15 @@ def all_runs(rows: list[dict]) -> str:
     return markdown(header, body) + f"\nMachines: {machines(rows)}.\n"
 
 
-def speed(_rows: list[dict], path: Path | None = None) -> str:
-    """The last ``python -m glimpse.bench --json docs/speed.json`` output, as a table."""
-    path = path or ROOT / "docs" / "speed.json"
+def speed(_rows: list[dict]) -> str:
+    """The last ``python -m glimpse.bench --json docs/speed.json`` output, and the last side-by-side
+    epoch with the public RAM (``--peer ... --json docs/peer.json``), as tables."""
+    return "\n".join(bench_table(ROOT / "docs" / name) for name in ("speed.json", "peer.json"))
+
+
+def bench_table(path: Path) -> str:
     if not path.exists():
-        return "_No benchmark recorded in docs/speed.json yet._\n"
+        return f"_No benchmark recorded in docs/{path.name} yet._\n"
     data = json.loads(path.read_text())
     rows, head = (data["rows"], data) if isinstance(data, dict) else (data, {})
     columns = [c for c in ("kind", "setting", "train_img_s", "bare_img_s", "overhead", "eval_img_s", "eval_samples",
