@@ -273,7 +273,9 @@ def main(argv: list[str] | None = None) -> None:
     else:
         rows = cells(args)
     if args.json:  # what glimpse.report draws the README's speed table from
-        command = "python -m glimpse.bench " + " ".join(sys.argv[1:] if argv is None else argv)
+        given = list(sys.argv[1:] if argv is None else argv)
+        given = ["PEER_GIT_DIR" if args.peer and a == args.peer else a for a in given]  # not this machine's path
+        command = "python -m glimpse.bench " + " ".join(given)
         args.json.write_text(json.dumps({"machine": machine(), "command": command, "rows": rows}, indent=1) + "\n")
 
 

@@ -29,7 +29,7 @@ from glimpse.data import GlimpseData
 from glimpse.data.canvas import DIGIT
 from glimpse.data.datamodule import DATASETS
 from glimpse.draw import save_pictures, to_pixels
-from glimpse.models import KINDS
+from glimpse.models import KINDS, average_paths
 from glimpse.module import GlimpseModel
 
 
@@ -145,7 +145,7 @@ def sampled_search(model: GlimpseModel, images: torch.Tensor, labels: torch.Tens
         out = model.net(x, samples=samples)
         on = on_digit(out.locations, corners[start:start + chunk].repeat(samples, 1), x.shape[-1])
         ons.append(on.view(samples, len(y), -1).any(-1))  # (M, b): path m on the digit at some step
-        wrong.append(out.logits.softmax(-1).view(samples, len(y), -1).mean(0).argmax(-1) != y)
+        wrong.append(average_paths(out.logits, samples).argmax(-1) != y)
     on = torch.cat(ons, 1)
     split = split_by_found(on.any(0), torch.cat(wrong))
     return {"images": len(labels), "samples": samples, "share_one": on[0].float().mean().item(), **split}

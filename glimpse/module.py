@@ -13,7 +13,7 @@ from torchmetrics import MeanMetric
 
 from glimpse.checks import require, require_choice
 from glimpse.losses import BASELINES, REWARDS, objective
-from glimpse.models import build
+from glimpse.models import average_paths, build
 
 Attention = Literal["hard", "soft", "choice"]
 # The kinds that read each kind-specific setting; the others keep it at its default (glimpse.cli
@@ -171,9 +171,8 @@ class GlimpseModel(L.LightningModule):
 
     def predict_proba(self, images: Tensor, samples: int = 1, greedy: bool = False) -> Tensor:
         """Class probabilities averaged over ``samples`` rollouts: (B, classes)."""
-        b = images.shape[0]
         out = self.net(images, greedy=greedy, samples=samples)
-        return out.logits.softmax(-1).view(samples, b, -1).mean(0)
+        return average_paths(out.logits, samples)
 
     def shared_step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
         """One step for train, val and test: M rollouts per image, the objective, the metrics.
@@ -193,7 +192,7 @@ class GlimpseModel(L.LightningModule):
             self.raise_if_diverged()
         elif not torch.isfinite(loss):  # evaluation is not the hot path: check every batch
             raise FloatingPointError(f"non-finite {stage} loss ({loss.item()}) after global step {self.global_step}")
-        probs = logits.softmax(-1).view(m, b, -1).mean(0)  # (B, classes)
+        probs = average_paths(logits, m)  # (B, classes)
         wrong = (probs.argmax(-1) != labels).float()  # (B,)
         if self.net.kind == "hard":
             metrics["std"] = torch.tensor(self.net.policy.std)

@@ -137,6 +137,11 @@ def speed(_rows: list[dict]) -> str:
     return "\n".join(bench_table(ROOT / "docs" / name) for name in ("speed.json", "peer.json"))
 
 
+HEADINGS = {"train_img_s": "train img/s", "bare_img_s": "bare loop img/s", "overhead": "Lightning / bare, time",
+            "eval_img_s": "eval img/s", "eval_samples": "M", "peak_mib": "peak MiB", "pixels": "pixels / image",
+            "peer_img_s": "public RAM img/s", "ours_img_s": "train.py img/s", "ratio": "ratio"}
+
+
 def bench_table(path: Path) -> str:
     if not path.exists():
         return f"_No benchmark recorded in docs/{path.name} yet._\n"
@@ -144,10 +149,12 @@ def bench_table(path: Path) -> str:
     rows, head = (data["rows"], data) if isinstance(data, dict) else (data, {})
     columns = [c for c in ("kind", "setting", "train_img_s", "bare_img_s", "overhead", "eval_img_s", "eval_samples",
                            "peak_mib", "pixels", "precision", "peer_img_s", "ours_img_s", "ratio") if any(c in r for r in rows)]
-    fmt = lambda v: f"{v:,.0f}" if isinstance(v, float) and v >= 100 else f"{v:.2f}" if isinstance(v, float) else str(v)  # noqa: E731
-    table = markdown(columns, [[fmt(r.get(c, "")) for c in columns] for r in rows])
-    where = "; ".join(f"{k}: {head[k]}" for k in ("machine", "command") if k in head)
-    return table + (f"\n{where}.\n" if where else "")
+    fmt = lambda v: f"{v:,}" if isinstance(v, int) and v >= 1000 else f"{v:,.0f}" if isinstance(v, float) and v >= 100 \
+        else f"{v:.2f}" if isinstance(v, float) else str(v)  # noqa: E731
+    table = markdown([HEADINGS.get(c, c) for c in columns], [[fmt(r.get(c, "")) for c in columns] for r in rows])
+    where = "; ".join(f"{k}: `{head[k]}`" if k == "command" else f"{k}: {head[k]}" for k in ("machine", "command")
+                      if k in head)
+    return table + (f"\n{where[:1].upper()}{where[1:]}.\n" if where else "")
 
 
 BLOCKS: dict[str, Callable[[list[dict]], str]] = {

@@ -1,7 +1,7 @@
 """Pure nn.Modules: usable without Lightning."""
 
 from glimpse.checks import require_choice
-from glimpse.models.base import AttentionNet, Rollout
+from glimpse.models.base import AttentionNet, Rollout, average_paths
 from glimpse.models.choice import ChoiceAttention
 from glimpse.models.hard import RecurrentAttention
 from glimpse.models.retina import Retina
@@ -16,4 +16,4 @@ def build(attention: str, image_size: int, **kwargs) -> AttentionNet:
     return KINDS[attention](image_size, **kwargs)
 
 
-__all__ = ["AttentionNet", "ChoiceAttention", "KINDS", "RecurrentAttention", "Retina", "Rollout", "SoftAttention", "build"]
+__all__ = ["AttentionNet", "ChoiceAttention", "KINDS", "RecurrentAttention", "Retina", "Rollout", "SoftAttention", "average_paths", "build"]

@@ -28,6 +28,13 @@ class Rollout:
         return apply_to_collection(self, Tensor, Tensor.to, device)
 
 
+def average_paths(logits: Tensor, samples: int) -> Tensor:
+    """logits (samples * B, classes) of sample-major rollouts -> class probabilities (B, classes)
+    averaged over each image's ``samples`` paths: the one averaging rule of M paths (training
+    metrics, evaluation, the search statistics of ``glimpse.evaluate``)."""
+    return logits.softmax(-1).view(samples, -1, logits.shape[-1]).mean(0)
+
+
 class AttentionNet(nn.Module):
     """The shared parts; subclasses decide where each step looks.
 
