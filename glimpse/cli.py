@@ -27,7 +27,7 @@ from glimpse.module import GlimpseModel
 from glimpse.records import budget_name, commit, kind_name, machine, setting_name, write_summary
 
 ROOT = Path(__file__).resolve().parents[1]
-# The default run, used when no --config is given: the best 28x28 recipe that trains in about 15 minutes.
+# The default run, used when no --config is given: the best 28x28 recipe, cut to about 10 minutes of one core.
 DEFAULT_CONFIGS = ("configs/recipes/mnist.yaml", "configs/default.yaml")
 USAGE = "python train.py [--attention KIND] [--config FILE] [--name NAME] [--model.X V] [--data.X V] [--trainer.X V]"
 DESCRIPTION = """Train a hard, soft or choice attention model, then test its best checkpoint (by validation error).
