@@ -57,8 +57,8 @@ class AttentionPictures(L.Callback):
         out = rollout_for_pictures(net, images.to(module.device)).to("cpu")
         board, step = logger.experiment, trainer.global_step
         for t in range(out.locations.shape[1]):
-            board.add_histogram(f"locations/x/step{t}", out.locations[:, t, 0], step)
-            board.add_histogram(f"locations/y/step{t}", out.locations[:, t, 1], step)
+            board.add_histogram(f"locations/x/step{t + 1}", out.locations[:, t, 0], step)  # steps count from 1
+            board.add_histogram(f"locations/y/step{t + 1}", out.locations[:, t, 1], step)
         out = rollout_for_pictures(net, images[:n].to(module.device)).to("cpu")
         board.add_image("pictures/steps", table(step_frames(net, images[:n], out, labels[:n])), step)
         if out.patches is not None:

@@ -195,7 +195,7 @@ class GlimpseModel(L.LightningModule):
         probs = average_paths(logits, m)  # (B, classes)
         wrong = (probs.argmax(-1) != labels).float()  # (B,)
         if self.net.kind == "hard":
-            metrics["std"] = torch.tensor(self.net.policy.std)
+            metrics["std"] = self.net.policy.scale.detach().clone()  # no host read
         if getattr(self.net, "estimator", None) == "gumbel":
             metrics["temperature"] = torch.tensor(self.net.temperature)
         sync = stage != "train"
@@ -289,12 +289,13 @@ class GlimpseModel(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         self.raise_if_diverged()  # raised here, the checkpoint is not written
-        if self.net.kind == "hard":  # an annealed std is state, not a hyperparameter: evaluation samples with it
-            checkpoint["policy_std"] = self.net.policy.std
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        if "policy_std" in checkpoint:
-            self.net.policy.std = float(checkpoint["policy_std"])
+        # Checkpoints written before the policy's std was a buffer kept it beside the weights, or not
+        # at all (a fixed std: the hyperparameter).
+        if self.net.kind == "hard":
+            std = float(checkpoint.get("policy_std", self.hparams.std))
+            checkpoint["state_dict"].setdefault("net.policy.scale", torch.tensor(std))
 
     def training_step(self, batch, batch_idx):
         return self.shared_step(batch, "train")

@@ -70,10 +70,10 @@ class GaussianPolicy(nn.Module):
     def __init__(self, hidden: int, std: float, normalize: bool = False):
         super().__init__()
         require(std > 0, "std", std, "a number > 0")
-        # The std as a tensor too: what the forward pass reads, so that a compiled rollout takes an
-        # annealed std as an input instead of recompiling for each new value.
-        self.register_buffer("scale", torch.tensor(float(std)), persistent=False)
-        self.std = std
+        # The std is a tensor, what the forward pass reads (a compiled rollout takes an annealed std
+        # as an input instead of recompiling for each value), and a buffer: saved with the weights,
+        # so a checkpoint holds the std it was last sampled with and evaluation samples with it.
+        self.register_buffer("scale", torch.tensor(float(std)))
         self.normalize = normalize
         self.mean = nn.Linear(hidden, 2)
         if normalize:  # unit-variance inputs would otherwise scatter the first looks over the image
@@ -81,11 +81,10 @@ class GaussianPolicy(nn.Module):
 
     @property
     def std(self) -> float:
-        return self._std
+        return float(self.scale)
 
     @std.setter
     def std(self, value: float) -> None:
-        self._std = float(value)
         self.scale.fill_(value)
 
     def forward(self, h: Tensor, greedy: bool = False) -> tuple[Tensor, Tensor, Tensor]:
