@@ -326,10 +326,12 @@ def main(args=None) -> GlimpseCLI:
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     source = commit()
     trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.ckpt_path)
+    timer = next(c for c in trainer.callbacks if isinstance(c, Timer))
+    minutes = timer.time_elapsed() / 60  # now: testing restores the best checkpoint's Timer with its weights
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     results = trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=best or None)
     if board is not None and best and results and trainer.is_global_zero:
-        summary = run_summary(cli, Path(board.log_dir), results[0], Path(best), started, source)
+        summary = run_summary(cli, Path(board.log_dir), results[0], Path(best), started, source, minutes)
         board.log_hyperparams(cli.model.hparams, {f"hparams/{k}": summary[k] for k in
                                                   ("val_error", "test_error_one_path", "test_error_m10")
                                                   if summary[k] is not None})
@@ -349,7 +351,8 @@ def default_precision() -> str:
     return "bf16-mixed" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "32-true"
 
 
-def run_summary(cli: GlimpseCLI, run: Path, test: dict, best: Path, started: str, source: str) -> dict:
+def run_summary(cli: GlimpseCLI, run: Path, test: dict, best: Path, started: str, source: str,
+                minutes: float) -> dict:
     """What ``run.json`` records of a finished run (see glimpse.records): the run's settings, where
     and on what it ran, its best validation error, and its one test-set evaluation."""
     trainer, model, config = cli.trainer, cli.model, cli.config
@@ -367,7 +370,7 @@ def run_summary(cli: GlimpseCLI, run: Path, test: dict, best: Path, started: str
         "budget": budget_name(None if limit is None else timer.time_elapsed() + limit),
         "seed": config.seed_everything,
         "epochs": round(trainer.global_step / max(1, trainer.num_training_batches), 2),
-        "train_minutes": round(timer.time_elapsed() / 60, 2),
+        "train_minutes": round(minutes, 2),
         "machine": machine(), "commit": source, "precision": str(trainer.precision),
         "val_error": float(trainer.checkpoint_callback.best_model_score),
         "test_error_one_path": test["test/error_one_path"],

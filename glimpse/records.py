@@ -130,7 +130,23 @@ def row_from_run(run_dir: Path) -> dict:
                   if isinstance(s, dict) and str(s.get("best_model_path", "")).endswith(best.name)), None)
     if score is None or abs(float(score) - summary["val_error"]) > 1e-6:
         raise ValueError(f"{best}: its validation error {score} is not the summary's {summary['val_error']}")
-    return {k: summary.get(k, "") for k in COLUMNS} | {"run": summary["run"]}
+    row = {k: summary.get(k, "") for k in COLUMNS} | {"run": summary["run"]}
+    minutes = training_minutes(run_dir / "checkpoints" / "last.ckpt")
+    if minutes is not None:
+        row["train_minutes"] = minutes
+    return row
+
+
+def training_minutes(last: Path) -> float | None:
+    """Minutes of training (validation included) as the run's own Timer had counted them when it saved
+    its last checkpoint; None without one. Why not the clock at the end of the command: testing the
+    best checkpoint restores that checkpoint's Timer too, which once inflated the figure."""
+    from glimpse.checkpoints import read_checkpoint
+
+    if not last.is_file():
+        return None
+    timer = read_checkpoint(last).get("callbacks", {}).get("Timer")
+    return None if not timer else round(timer["time_elapsed"]["train"] / 60, 2)
 
 
 def add_runs(csv_path: Path, run_dirs: list[Path]) -> list[dict]:
