@@ -173,7 +173,7 @@ def render(text: str, rows: list[dict], source: str = "") -> str:
 
 
 def figures(rows: list[dict], out_dir: Path) -> list[Path]:
-    """Validation error against wall-clock minutes, one figure per setting of the equal-time table,
+    """One-path validation error against wall-clock minutes, one figure per setting of the equal-time table,
     one line per run, one colour per kind: drawn from the run folders still on this machine."""
     import matplotlib.pyplot as plt
 
@@ -188,10 +188,10 @@ def figures(rows: list[dict], out_dir: Path) -> list[Path]:
         colours = {k: f"C{i}" for i, k in enumerate(KIND_ORDER)}
         for kind, mine in groups(present, "kind").items():
             for n, r in enumerate(mine):
-                _, values, minutes = curve(Path(r["run"]), "val/error")
+                _, values, minutes = curve(Path(r["run"]), "val/error_one_path")
                 ax.plot(minutes, [100 * v for v in values], color=colours[kind[0]], alpha=0.8,
                         label=kind[0] if n == 0 else None)
-        ax.set(xlabel="wall-clock minutes", ylabel="validation error % (M = 10 for hard, choice)", yscale="log",
+        ax.set(xlabel="wall-clock minutes", ylabel="validation error %, one path", yscale="log",
                title=f"{setting}, {budget.removeprefix('equal-')} per run")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend()
