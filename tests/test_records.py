@@ -150,3 +150,14 @@ def test_a_wall_clock_budget_stops_the_run_and_the_schedule_spans_it(cli):
     assert run.trainer.current_epoch >= 2 and lr < 0.05 * run.model.hparams.lr, (run.trainer.current_epoch, lr)
     summary = json.loads((Path(run.trainer.log_dir) / "run.json").read_text())
     assert summary["budget"] == "equal-0.07min" and 0.06 < summary["train_minutes"] < 0.2
+
+
+def test_figures_draw_every_equal_time_run_still_present(finished, tmp_path):
+    from PIL import Image
+
+    _, run = finished
+    row = {c: "" for c in COLUMNS} | {"run": str(run), "setting": "mnist", "kind": "hard", "budget": "equal-15min"}
+    gone = row | {"run": str(tmp_path / "gone"), "kind": "soft"}
+    (path,) = report.figures([row, gone], tmp_path)
+    assert path.name == "equal-time-mnist.png" and Image.open(path).size[0] > 300
+    assert report.figures([gone], tmp_path) == []  # no run folder here: nothing to draw
