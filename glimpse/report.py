@@ -110,13 +110,14 @@ def best(rows: list[dict]) -> str:
 
 
 def default_run(rows: list[dict]) -> str:
+    """What the default command gave the last time it ran (the newest record of its recipe)."""
     rows = [r for r in rows if r["recipe"] == DEFAULT_RECIPE]
     if not rows:
         return NONE_YET
-    minutes = statistics.mean(numbers(rows, "train_minutes"))
-    return (f"On {machines(rows)}: {minutes:.0f} minutes of training ({statistics.mean(numbers(rows, 'epochs')):.0f} "
-            f"epochs; seeds {seeds(rows)}), test error **{percent(numbers(rows, 'test_error_one_path'))} %** with one "
-            f"path and {percent(numbers(rows, 'test_error_m10'))} % with M = 10 paths averaged.\n")
+    r = max(rows, key=lambda r: r["started"])
+    return (f"On {r['machine']}: {float(r['train_minutes']):.0f} minutes of training, validation included "
+            f"({float(r['epochs']):.0f} epochs, seed {r['seed']}); test error **{percent(numbers([r], 'test_error_one_path'))} %** "
+            f"with one path and {percent(numbers([r], 'test_error_m10'))} % with M = 10 paths averaged.\n")
 
 
 def all_runs(rows: list[dict]) -> str:

@@ -138,12 +138,23 @@ def test_json_output_never_replaces_a_file_that_is_not_ours(run, tmp_path, data,
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".part")] == []
 
 
-class Padding(L.Callback):
-    """Makes every checkpoint 128 MB larger, so that writing one takes long enough to be killed during it
-    (also on a loaded machine, where this test's polling gets fewer turns)."""
+class SlowWrites(L.Callback):
+    """Holds every checkpoint write for half a second once its bytes are written, before it is made
+    the checkpoint, so that the test can kill the run during a write whatever the machine's speed."""
 
-    def on_save_checkpoint(self, trainer, module, checkpoint):
-        checkpoint["padding"] = torch.ones(32 * 2**20)
+    def setup(self, trainer, module, stage):
+        import glimpse.checkpoints as checkpoints
+
+        original = checkpoints.write_atomic
+
+        def slow(path, write):
+            def then_wait(f):
+                write(f)
+                f.flush()
+                time.sleep(0.5)
+            original(path, then_wait)
+
+        checkpoints.write_atomic = slow
 
 
 @pytest.mark.slow
@@ -157,10 +168,10 @@ def test_kill_while_a_checkpoint_is_written_leaves_an_intact_one(cli, data, tmp_
     runs = tmp_path / "runs"
     cmd = [sys.executable, "train.py", *TINY, "--trainer.max_epochs=3", "--checkpoint.monitor=epoch",
            f"--data.root={data}", f"--trainer.logger.init_args.save_dir={runs}", "--trainer.logger.init_args.name=k",
-           "--trainer.enable_progress_bar=false", "--trainer.callbacks+=tests.test_checkpoint_files.Padding"]
+           "--trainer.enable_progress_bar=false", "--trainer.callbacks+=tests.test_checkpoint_files.SlowWrites"]
     process = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                env={**os.environ, "TMPDIR": str(tmpdir)})
-    folder = runs / "k" / "version_0" / "checkpoints"
+    folder = runs / "mnist-soft" / "version_0" / "checkpoints"  # TINY names the run
     last = folder / "last.ckpt"
     deadline, writing = time.monotonic() + 300, False
     try:

@@ -81,7 +81,7 @@ class GaussianPolicy(nn.Module):
 
     @property
     def std(self) -> float:
-        return float(self.scale)
+        return float(f"{float(self.scale):.7g}")  # the digits float32 holds: 0.1, not 0.10000000149
 
     @std.setter
     def std(self, value: float) -> None:
