@@ -328,10 +328,13 @@ def main(args=None) -> GlimpseCLI:
     trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.ckpt_path)
     timer = next(c for c in trainer.callbacks if isinstance(c, Timer))
     minutes = timer.time_elapsed() / 60  # now: testing restores the best checkpoint's Timer with its weights
+    limit = timer.time_remaining()  # None without a wall-clock budget
+    budget = None if limit is None else timer.time_elapsed() + limit
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     results = trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=best or None)
     if board is not None and best and results and trainer.is_global_zero:
-        summary = run_summary(cli, Path(board.log_dir), results[0], Path(best), started, source, minutes)
+        summary = run_summary(cli, Path(board.log_dir), results[0], Path(best), started, source, minutes,
+                              budget)
         board.log_hyperparams(cli.model.hparams, {f"hparams/{k}": summary[k] for k in
                                                   ("val_error", "test_error_one_path", "test_error_m10")
                                                   if summary[k] is not None})
@@ -341,9 +344,9 @@ def main(args=None) -> GlimpseCLI:
 
 def default_precision() -> str:
     """bfloat16 autocast where the processor computes it natively (CPUs with AVX-512 BF16 or AMX,
-    GPUs from Ampere on): 1.7-2.5 times the training speed of float32 on such a CPU, with errors
-    within float32's spread over seeds (docs/results.md, "Speed"); float32 elsewhere, where bfloat16
-    would be emulated and slower."""
+    GPUs from Ampere on): the step is bound by matrix products, which run much faster in bfloat16
+    there, and the errors stay within float32's spread over seeds (docs/results.md, "Speed and time
+    to accuracy"); float32 elsewhere, where bfloat16 would be emulated and slower."""
     import torch
 
     if torch.cuda.is_available():
@@ -352,12 +355,10 @@ def default_precision() -> str:
 
 
 def run_summary(cli: GlimpseCLI, run: Path, test: dict, best: Path, started: str, source: str,
-                minutes: float) -> dict:
+                minutes: float, budget: float | None) -> dict:
     """What ``run.json`` records of a finished run (see glimpse.records): the run's settings, where
     and on what it ran, its best validation error, and its one test-set evaluation."""
     trainer, model, config = cli.trainer, cli.model, cli.config
-    timer = next(c for c in trainer.callbacks if isinstance(c, Timer))
-    limit = timer.time_remaining()
     stochastic = model.net.stochastic
     m = model.eval_samples
     pixels = model.net.cost()["pixels"]
@@ -367,7 +368,7 @@ def run_summary(cli: GlimpseCLI, run: Path, test: dict, best: Path, started: str
         "setting": setting_name(config.data.dataset, config.data.canvas),
         "kind": kind_name(config.model.attention, config.model.estimator),
         "recipe": "+".join(configs),
-        "budget": budget_name(None if limit is None else timer.time_elapsed() + limit),
+        "budget": budget_name(budget),
         "seed": config.seed_everything,
         "epochs": round(trainer.global_step / max(1, trainer.num_training_batches), 2),
         "train_minutes": round(minutes, 2),
