@@ -46,11 +46,10 @@ from glimpse.cli import default_precision
 from glimpse.data import GlimpseData
 from glimpse.models import KINDS
 from glimpse.module import KIND_SETTINGS, GlimpseModel
-from glimpse.records import machine
+from glimpse.records import SETTINGS, machine
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
-SETTINGS = ("mnist", "translated60", "cluttered60", "cluttered100")
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
 
 
