@@ -9,21 +9,25 @@ Each checkpoint is rebuilt from the hyperparameters saved in it (no config to re
 the data set it was trained on, or on ``--dataset`` (with ``--canvas``/``--fragments``) where the
 image size matches. Stochastic models (hard, choice) report the error of M-sample averaged probabilities
 and of the greedy (policy-mean) path; the sampling is seeded (``--seed``), so a command gives the same numbers
-every time. Exit status 2 and one line for a bad file or argument.
+every time. The errors are the module's own test step (a Trainer's test pass, as every training run ends
+with), so this tool and training cannot measure differently. Exit status 2 and one line for a bad file or
+argument.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 from pathlib import Path
 
+import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
 from glimpse.checkpoints import load_model, run_tool, saved_arguments
-from glimpse.cli import default_precision
+from glimpse.cli import default_precision, quiet_library_notices
 from glimpse.checks import ConfigError, require_writable_file
 from glimpse.data import GlimpseData
 from glimpse.data.canvas import DIGIT
@@ -53,26 +57,26 @@ def loader(data: GlimpseData, split: str) -> DataLoader:
     return data.val_dataloader() if split == "val" else data.test_dataloader()
 
 
-@torch.no_grad()
-def evaluate(model: GlimpseModel, data: GlimpseData, samples: int, greedy: bool = True, split: str = "test") -> dict:
-    """Error on ``split`` (M samples; greedy too when stochastic and asked: it does not depend on M), images/s
-    of the M-sample pass."""
-    wrong, wrong_greedy, seen, seconds = 0, 0, 0, 0.0
-    for images, labels in loader(data, split):
-        start = time.perf_counter()
-        probs = model.predict_proba(images, samples if model.net.stochastic else 1)
-        seconds += time.perf_counter() - start
-        wrong += int((probs.argmax(-1) != labels).sum())
-        if greedy and model.net.stochastic:
-            wrong_greedy += int((model.predict_proba(images, greedy=True).argmax(-1) != labels).sum())
-        seen += len(labels)
+def evaluate(model: GlimpseModel, data: GlimpseData, samples: int, greedy: bool = True, split: str = "test",
+             precision: str = "32-true") -> dict:
+    """Error on ``split`` as training's own test ends: the module's test step under a Trainer, with M
+    samples averaged, and the greedy path too when stochastic and asked (it does not depend on M, so
+    a checkpoint tested for several M runs it once); images/s of the whole pass."""
+    model.eval_samples, model.test_greedy = samples, greedy
+    trainer = L.Trainer(accelerator="auto", devices=1, precision=precision, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False)
+    images = loader(data, split)
+    start = time.perf_counter()
+    (metrics,) = trainer.test(model, dataloaders=images, verbose=False)
+    seconds = time.perf_counter() - start
+    seen = len(images.dataset)
     h, cost = data.hparams, model.net.cost()
     name = h.dataset if h.dataset == "mnist" else f"{h.dataset}{h.canvas}"
     return {
         "kind": model.hparams.attention, "dataset": name, "glimpses": model.hparams.glimpses, "split": split,
         "images": seen, "std": model.net.policy.std if model.net.kind == "hard" else None,
-        "samples": samples if model.net.stochastic else 1, "test_error": wrong / seen,
-        "test_error_greedy": wrong_greedy / seen if greedy and model.net.stochastic else None,
+        "samples": samples if model.net.stochastic else 1, "test_error": metrics["test/error"],
+        "test_error_greedy": metrics.get("test/error_greedy"),
         "images_per_s": seen / seconds, "pixels_per_image": cost["pixels"], "macs_per_image": cost["macs"],
     }
 
@@ -243,6 +247,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
+    quiet_library_notices()
+    # the Trainer that runs each row's test pass would announce its devices and precision every row
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
     if args.split != "test" or args.std is not None:  # the rows' "test_error" is then of another evaluation
         print(f"# split: {args.split}" + ("" if args.std is None else f"; hard paths sampled with std {args.std}"))
     print(f"{'kind':<6} {'dataset':<13} {'T':>2} {'M':>3} {'error%':>7} {'greedy%':>7} {'img/s':>8} {'pixels':>9}  checkpoint")
@@ -259,8 +266,7 @@ def evaluate_all(args: argparse.Namespace, rows: list) -> None:
         counts = args.samples or [model.eval_samples]
         for m, samples in enumerate(counts if model.net.stochastic else counts[:1]):  # soft: M means nothing
             torch.manual_seed(args.seed)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16-mixed"):
-                row = evaluate(model, data, samples, greedy=m == 0, split=args.split)
+            row = evaluate(model, data, samples, greedy=m == 0, split=args.split, precision=args.precision)
             row["precision"] = args.precision
             if m:  # the greedy path is the same for every M: measured once per checkpoint
                 row["test_error_greedy"] = rows[-1]["test_error_greedy"]

@@ -155,6 +155,9 @@ class GlimpseModel(L.LightningModule):
         own = {"hard": dict(std=std, start=start, policy_norm=policy_norm), "soft": soft, "choice": {**soft, **choice}}
         self.net = build(attention, image_size, **common, **own.get(attention, {}))
         self.eval_samples = eval_samples
+        # Whether testing also runs the greedy path (hard, choice). ``glimpse.evaluate`` tests a checkpoint
+        # once per M asked for; the greedy path does not depend on M, so it runs it with the first M only.
+        self.test_greedy = True
         # Error rates over a whole validation/test epoch: accumulated on the device, synchronised
         # across processes by torchmetrics when computed.
         self.errors = nn.ModuleDict({f"{stage}_{name}": MeanMetric() for stage in ("val", "test")
@@ -205,10 +208,12 @@ class GlimpseModel(L.LightningModule):
             self.log("train_error", wrong.mean(), batch_size=b, prog_bar=True, logger=False)
             return loss
         errors = {"error": wrong}
-        if self.net.stochastic:
+        if not self.net.stochastic:  # soft: its one pass is its one path
+            errors["error_one_path"] = wrong
+        elif stage != "test" or self.test_greedy:
             errors["error_greedy"] = (self.predict_proba(images, greedy=True).argmax(-1) != labels).float()
-        # The primary measure, one name for every kind: hard's greedy path, choice's argmax, soft's one pass.
-        errors["error_one_path"] = errors.get("error_greedy", wrong)
+            # The primary measure, one name for every kind: hard's greedy path, choice's argmax, soft's one pass.
+            errors["error_one_path"] = errors["error_greedy"]
         for name, value in errors.items():
             metric = self.errors[f"{stage}_{name}"]
             metric.update(value)

@@ -80,6 +80,39 @@ def test_evaluates_every_kind_side_by_side(checkpoints, data, tmp_path):
     assert len(done.stdout.strip().splitlines()) == 1 + 3 * (1 + 4 + 1 + 1 + 1) + 2
 
 
+def test_evaluation_is_the_test_step_training_ends_with(checkpoints, data, monkeypatch):
+    """One place for the test metrics: every test image goes through the module's own test step (the
+    one each training run ends with), once per row, the greedy path only when asked; the rows' errors
+    are the predictions' errors."""
+    from glimpse import evaluate as evaluate_module
+    from glimpse.module import GlimpseModel
+
+    stages, step = [], GlimpseModel.shared_step
+
+    def recording(self, batch, stage):
+        stages.append((stage, len(batch[1])))
+        return step(self, batch, stage)
+
+    monkeypatch.setattr(GlimpseModel, "shared_step", recording)
+    for kind in ("hard", "soft"):
+        model, ckpt = load_model(checkpoints[kind])
+        images = evaluate_module.test_data(ckpt, evaluate_module.parse([str(checkpoints[kind]), "--root", data]), model)
+        stages.clear()
+        rows = [evaluate_module.evaluate(model, images, samples=3, greedy=greedy) for greedy in (True, False)]
+        assert {stage for stage, _ in stages} == {"test"} and sum(n for _, n in stages) == 2 * 10_000
+        wrong, wrong_one = 0, 0
+        with torch.no_grad():
+            for x, y in evaluate_module.loader(images, "test"):
+                wrong_one += int((model.predict_proba(x, greedy=True).argmax(-1) != y).sum())
+                wrong += int((model.predict_proba(x, 3).argmax(-1) != y).sum())
+        if kind == "soft":  # one pass: nothing sampled, so the error is exactly its predictions'
+            assert rows[0]["test_error"] == pytest.approx(wrong / 10_000) and rows[0]["test_error_greedy"] is None
+        else:  # the greedy path is deterministic; the sampled error is of other draws
+            assert rows[0]["test_error_greedy"] == pytest.approx(wrong_one / 10_000)
+            assert rows[1]["test_error_greedy"] is None, "the greedy path runs only when asked"
+            assert abs(rows[0]["test_error"] - wrong / 10_000) < 0.1
+
+
 def test_on_digit_matches_where_the_data_put_the_digit(data):
     """The digit's pixels on a blank canvas are on its box; the same spot 28 pixels away is not."""
     from glimpse.data import GlimpseData
