@@ -92,6 +92,33 @@ def equal_time(rows: list[dict]) -> str:
     return markdown(header, body) + f"\nMachine: {machines(rows)}. Recipes: `configs/recipes/<setting>.yaml`.\n"
 
 
+def answer(rows: list[dict]) -> str:
+    """The equal-time table at a glance: one row per setting and budget, one column per kind, the
+    one-path test error (the primary measure) as mean ± sd over seeds, and hard's M = 10 error beside
+    it with the pixels each reads. The full table, with every column, is ``equal_time``."""
+    rows = [r for r in rows if r["budget"].startswith("equal-")]
+    if not rows:
+        return NONE_YET
+    body = []
+    for (setting, budget), rs in groups(rows, "setting", "budget").items():
+        by_kind = {k[0]: g for k, g in groups(rs, "kind").items()}
+
+        def cell(kind: str, column: str = "test_error_one_path", bold: str = "**") -> str:
+            values = numbers(by_kind.get(kind, []), column)
+            return f"{bold}{percent(values)} ({len(values)}){bold}" if values else "–"
+
+        hard, other = by_kind.get("hard", []), next((g for k, g in by_kind.items() if k != "hard"), [])
+        body.append([setting, budget.removeprefix("equal-"), cell("hard"), cell("hard", "test_error_m10", bold=""),
+                     *(cell(kind) for kind in KIND_ORDER[1:]),
+                     f"{pixels(hard, 'pixels_per_image')} / {pixels(hard, 'pixels_per_image_m10')} / "
+                     f"{pixels(other, 'pixels_per_image')}"])
+    header = ["setting", "budget", "hard, one path", "hard, M = 10", *KIND_ORDER[1:],
+              "pixels / image: hard, hard M = 10, the others"]
+    return markdown(header, body) + ("\nTest error %, mean ± sd over seeds (how many in brackets); one path: "
+                                     "hard's greedy path, choice's most likely cell, soft's one pass. "
+                                     f"Machine: {machines(rows)}.\n")
+
+
 def best(rows: list[dict]) -> str:
     """Per setting and kind, the long-budget recipe with the lowest mean validation error (never test)."""
     rows = [r for r in rows if r["budget"] == "long"]
@@ -159,7 +186,7 @@ def bench_table(path: Path) -> str:
 
 
 BLOCKS: dict[str, Callable[[list[dict]], str]] = {
-    "equal-time": equal_time, "best": best, "default-run": default_run, "runs": all_runs, "speed": speed}
+    "answer": answer, "equal-time": equal_time, "best": best, "default-run": default_run, "runs": all_runs, "speed": speed}
 
 
 def render(text: str, rows: list[dict], source: str = "") -> str:

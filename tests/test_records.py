@@ -101,6 +101,11 @@ def test_equal_time_and_best_tables_average_seeds_and_choose_on_validation():
                     "test_error_m10": "0.01", "val_error": "0.02", "recipe": "r"} for s, e in ((100, 0.01), (101, 0.03))]
     table = report.equal_time(rows)
     assert "| mnist | 15min | hard | 100, 101 | 10.0 | **2.00 ± 1.41** | 1.00 ± 0.00 |" in table
+    # at a glance: one row per setting, one column per kind, hard's M = 10 and the pixels beside it
+    soft = base | {"kind": "soft", "budget": "equal-15min", "seed": "100", "test_error_one_path": "0.005",
+                   "pixels_per_image": "2304", "recipe": "r"}
+    glance = report.answer([r | {"pixels_per_image_m10": "3840"} for r in rows] + [soft])
+    assert "| mnist | 15min | **2.00 ± 1.41 (2)** | 1.00 ± 0.00 (2) | **0.50 (1)** | – | – | 384 / 3,840 / 2,304 |" in glance
     # best: the recipe with the lower VALIDATION error wins, even though its test error is higher
     long = [base | {"kind": "soft", "budget": "long", "seed": "1", "recipe": name, "val_error": val,
                     "test_error_one_path": test} for name, val, test in (("a", "0.01", "0.05"), ("b", "0.02", "0.01"))]
