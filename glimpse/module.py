@@ -20,6 +20,7 @@ Attention = Literal["hard", "soft", "choice"]
 # resets a shared config file's settings of other kinds).
 KIND_SETTINGS: dict[str, tuple[str, ...]] = {
     "std": ("hard",), "std_final": ("hard",), "start": ("hard",), "policy_norm": ("hard",),
+    "policy_hidden": ("hard",),
     "grid_stride": ("soft", "choice"), "score": ("soft", "choice"), "attention_size": ("soft", "choice"),
     "estimator": ("choice",), "temperature": ("choice",), "temperature_min": ("choice",), "anneal": ("choice",),
 }
@@ -49,6 +50,8 @@ class GlimpseModel(L.LightningModule):
         start: hard only: first location, "centre" or "random".
         policy_norm: hard only: the location network reads the layer-normalised state (its weight
             starting at zero), so a rectified RNN's growing state cannot saturate it.
+        policy_hidden: hard only: units of a hidden ReLU layer in the location network (0: the paper's
+            linear mean), as in the public PyTorch fork that reached the paper's 28x28 error with one path.
         train_samples: hard and choice: rollouts per image in training (M paths per image).
         eval_samples: hard and choice: rollouts whose class probabilities are averaged in evaluation.
         val_samples: hard and choice: the same in validation (None: eval_samples). Validation runs
@@ -102,6 +105,7 @@ class GlimpseModel(L.LightningModule):
         std_final: float | None = None,
         start: Literal["centre", "random"] = "centre",
         policy_norm: bool = False,
+        policy_hidden: int = 0,
         train_samples: int = 1,
         eval_samples: int = 10,
         val_samples: int | None = None,
@@ -145,14 +149,15 @@ class GlimpseModel(L.LightningModule):
                       scale_factor=scale_factor, what=what, where=where, glimpse_features=glimpse_features,
                       hidden=hidden, core=core)
         choice = dict(estimator=estimator, temperature=temperature, temperature_min=temperature_min, anneal=anneal)
-        given = dict(std=std, std_final=std_final, start=start, policy_norm=policy_norm, grid_stride=grid_stride,
-                     score=score, attention_size=attention_size, **choice)
+        hard = dict(std=std, start=start, policy_norm=policy_norm, policy_hidden=policy_hidden)
+        given = dict(**hard, std_final=std_final, grid_stride=grid_stride, score=score, attention_size=attention_size,
+                     **choice)
         defaults = {n: p.default for n, p in inspect.signature(GlimpseModel.__init__).parameters.items()}
         for name, kinds in KIND_SETTINGS.items():
             require(attention in kinds or given[name] == defaults[name], name, given[name],
                     f"its default {defaults[name]!r}: it is a setting of {' and '.join(kinds)} attention, not {attention!r}")
         soft = dict(grid_stride=grid_stride, score=score, attention_size=attention_size)
-        own = {"hard": dict(std=std, start=start, policy_norm=policy_norm), "soft": soft, "choice": {**soft, **choice}}
+        own = {"hard": hard, "soft": soft, "choice": {**soft, **choice}}
         self.net = build(attention, image_size, **common, **own.get(attention, {}))
         self.eval_samples = eval_samples
         # Whether testing also runs the greedy path (hard, choice). ``glimpse.evaluate`` tests a checkpoint

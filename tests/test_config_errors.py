@@ -57,6 +57,7 @@ BAD = [  # (arguments, text the message must contain)
     (["--attention=soft", "--model.std=0.5"], "std=0.5"),  # a setting of another kind
     (["--attention=soft", "--model.start=random"], "start='random'"),
     (["--attention=choice", "--model.policy_norm=true"], "policy_norm=True"),
+    (["--attention=soft", "--model.policy_hidden=64"], "policy_hidden=64"),
     (["--model.grid_stride=8"], "grid_stride=8"),
     (["--config=configs/cluttered100.yaml", "--model.grid_stride=6"], "grid_stride=6"),
     (["--trainer.max_epochs=0"], "max_epochs=0"),  # would test an untrained model

@@ -168,6 +168,20 @@ def test_normalised_policy_ignores_the_scale_of_the_state():
     assert {k for k, v in grads_of(model, policy).items() if v} == {"policy.mean.weight", "policy.mean.bias"}
 
 
+def test_policy_hidden_layer_is_trained_by_reinforce_only_and_counted():
+    """policy_hidden: the mean reads a hidden ReLU layer; REINFORCE reaches that layer and the mean only,
+    cross-entropy never does; its multiply-adds are in the cost."""
+    model, ce, policy, *_ = hard_losses(policy_hidden=32)
+    assert {k for k, v in grads_of(model, policy).items() if v} == {
+        "policy.hidden.0.weight", "policy.hidden.0.bias", "policy.mean.weight", "policy.mean.bias"}
+    assert not any(v for k, v in grads_of(model, ce).items() if k.startswith("policy."))
+    plain = build("hard", 28, glimpses=4)
+    deep = build("hard", 28, glimpses=4, policy_hidden=32)
+    assert deep.cost()["macs"] - plain.cost()["macs"] == 3 * (256 * 32 + 32 * 2 - 256 * 2)  # 3 sampled steps
+    with pytest.raises(ConfigError, match="policy_hidden=-1"):
+        build("hard", 28, policy_hidden=-1)
+
+
 def test_cost_counts_pixels_read():
     hard = build("hard", 100, glimpses=8, patch=12, scales=4)
     assert hard.cost()["pixels"] == 8 * 4 * 12 * 12

@@ -11,8 +11,8 @@ from glimpse.models.parts import Baseline, GaussianPolicy
 class RecurrentAttention(AttentionNet):
     """RAM: each step reads one multi-resolution glimpse at a location sampled from a Gaussian policy.
 
-    Extra args: ``std`` of the policy; ``policy_norm``, the policy reads the layer-normalised state
-    (see GaussianPolicy); ``start``, the first location: "centre" (default: the digit is
+    Extra args: ``std`` of the policy; ``policy_norm``, the policy reads the layer-normalised state,
+    and ``policy_hidden``, units of a hidden layer in its mean (see GaussianPolicy); ``start``, the first location: "centre" (default: the digit is
     most often there on 28x28, and on a 60x60 canvas the widest 48x48 scale of a centred glimpse sees
     most of it, so the first look is informative and costs no variance) or "random" (uniform).
     """
@@ -22,11 +22,11 @@ class RecurrentAttention(AttentionNet):
     starts = ("centre", "random")
 
     def __init__(self, image_size: int, *, std: float = 0.1, start: str = "centre", policy_norm: bool = False,
-                 **common):
+                 policy_hidden: int = 0, **common):
         super().__init__(image_size, **common)
         require_choice("start", start, self.starts)
         self.start = start
-        self.policy = GaussianPolicy(self.core.hidden, std, normalize=policy_norm)
+        self.policy = GaussianPolicy(self.core.hidden, std, normalize=policy_norm, layer=policy_hidden)
         self.baseline = Baseline(self.core.hidden)
 
     def first_location(self, images: Tensor) -> Tensor:
@@ -64,7 +64,7 @@ class RecurrentAttention(AttentionNet):
 
     def cost(self) -> dict[str, int]:
         t, hidden = self.glimpses, self.core.hidden
-        policy_and_baseline = 3 * hidden
+        policy_and_baseline = self.policy.macs() + hidden
         macs = t * (self.glimpse_macs() + self.core_macs()) + (t - 1) * policy_and_baseline + self.classifier_macs()
         return {"pixels": t * self.pixels_per_glimpse, "macs": macs}
 
