@@ -13,9 +13,16 @@ from torchmetrics import MeanMetric
 
 from glimpse.checks import require, require_choice
 from glimpse.losses import BASELINES, REWARDS, objective
-from glimpse.models import average_paths, build
+from glimpse.models import KINDS, average_paths, build, defaults
+from glimpse.models.choice import ChoiceAttention
+from glimpse.models.hard import RecurrentAttention
+from glimpse.models.parts import Core
+from glimpse.models.soft import Scorer
 
-Attention = Literal["hard", "soft", "choice"]
+Attention = Literal[tuple(KINDS)]
+NET = defaults()  # the networks' defaults, written once in their constructors
+SCHEDULES = ("cosine", "linear", "constant")  # the learning rate over training (see optimizer_and_schedule)
+OPTIMIZERS = ("adam", "sgd")
 # The kinds that read each kind-specific setting; the others keep it at its default (glimpse.cli
 # resets a shared config file's settings of other kinds).
 KIND_SETTINGS: dict[str, tuple[str, ...]] = {
@@ -90,39 +97,39 @@ class GlimpseModel(L.LightningModule):
         self,
         attention: Attention = "hard",
         image_size: int = 28,
-        channels: int = 1,
-        classes: int = 10,
-        glimpses: int = 6,
-        patch: int = 8,
-        scales: int = 1,
-        scale_factor: int = 2,
-        what: int = 128,
-        where: int = 128,
-        glimpse_features: int = 256,
-        hidden: int = 256,
-        core: Literal["rnn", "lstm"] = "rnn",
-        std: float = 0.1,
+        channels: int = NET["channels"],
+        classes: int = NET["classes"],
+        glimpses: int = NET["glimpses"],
+        patch: int = NET["patch"],
+        scales: int = NET["scales"],
+        scale_factor: int = NET["scale_factor"],
+        what: int = NET["what"],
+        where: int = NET["where"],
+        glimpse_features: int = NET["glimpse_features"],
+        hidden: int = NET["hidden"],
+        core: Literal[Core.kinds] = NET["core"],
+        std: float = NET["std"],
         std_final: float | None = None,
-        start: Literal["centre", "random"] = "centre",
-        policy_norm: bool = False,
-        policy_hidden: int = 0,
+        start: Literal[RecurrentAttention.starts] = NET["start"],
+        policy_norm: bool = NET["policy_norm"],
+        policy_hidden: int = NET["policy_hidden"],
         train_samples: int = 1,
         eval_samples: int = 10,
         val_samples: int | None = None,
         reinforce_weight: float = 1.0,
-        reward: Literal["correct", "probability", "log_probability"] = "correct",
-        baseline: Literal["learned", "batch_mean", "leave_one_out"] = "learned",
-        grid_stride: int = 4,
-        score: Literal["additive", "dot"] = "additive",
-        attention_size: int = 128,
-        estimator: Literal["reinforce", "gumbel"] = "reinforce",
-        temperature: float = 1.0,
-        temperature_min: float = 0.5,
-        anneal: float = 0.0,
+        reward: Literal[REWARDS] = "correct",
+        baseline: Literal[BASELINES] = "learned",
+        grid_stride: int = NET["grid_stride"],
+        score: Literal[Scorer.kinds] = NET["score"],
+        attention_size: int = NET["attention_size"],
+        estimator: Literal[ChoiceAttention.estimators] = NET["estimator"],
+        temperature: float = NET["temperature"],
+        temperature_min: float = NET["temperature_min"],
+        anneal: float = NET["anneal"],
         lr: float = 1e-3,
         weight_decay: float = 0.0,
-        schedule: Literal["cosine", "linear", "constant"] = "cosine",
-        optimizer: Literal["adam", "sgd"] = "adam",
+        schedule: Literal[SCHEDULES] = "cosine",
+        optimizer: Literal[OPTIMIZERS] = "adam",
         momentum: float = 0.9,
         compile: bool = False,
     ):
@@ -134,8 +141,8 @@ class GlimpseModel(L.LightningModule):
         require(reinforce_weight >= 0, "reinforce_weight", reinforce_weight, "a number >= 0")
         require(lr > 0, "lr", lr, "a number > 0")
         require(weight_decay >= 0, "weight_decay", weight_decay, "a number >= 0")
-        require(schedule in ("cosine", "linear", "constant"), "schedule", schedule, "'cosine', 'linear' or 'constant'")
-        require_choice("optimizer", optimizer, ("adam", "sgd"))
+        require_choice("schedule", schedule, SCHEDULES)
+        require_choice("optimizer", optimizer, OPTIMIZERS)
         require(0 <= momentum < 1, "momentum", momentum, "a number in [0, 1)")
         require_choice("reward", reward, REWARDS)
         require(std_final is None or std_final > 0, "std_final", std_final, "a number > 0, or null (a fixed std)")

@@ -182,6 +182,24 @@ def test_policy_hidden_layer_is_trained_by_reinforce_only_and_counted():
         build("hard", 28, policy_hidden=-1)
 
 
+def test_a_setting_shared_by_kinds_has_one_default():
+    """The networks' constructors are the one place a default is written (GlimpseModel reads them):
+    a setting two kinds share must default alike, or one kind would silently train with the other's."""
+    import inspect
+
+    from glimpse.models import AttentionNet, KINDS, defaults
+    from glimpse.module import GlimpseModel
+
+    seen: dict[str, set] = {}
+    for cls in (AttentionNet, *KINDS.values()):
+        for name, param in inspect.signature(cls.__init__).parameters.items():
+            if param.default is not param.empty:
+                seen.setdefault(name, set()).add(repr(param.default))
+    assert {k: v for k, v in seen.items() if len(v) > 1} == {}
+    model = inspect.signature(GlimpseModel.__init__).parameters
+    assert {k: v for k, v in defaults().items() if model[k].default != v} == {}
+
+
 def test_cost_counts_pixels_read():
     hard = build("hard", 100, glimpses=8, patch=12, scales=4)
     assert hard.cost()["pixels"] == 8 * 4 * 12 * 12

@@ -1,5 +1,7 @@
 """Pure nn.Modules: usable without Lightning."""
 
+import inspect
+
 from glimpse.checks import require_choice
 from glimpse.models.base import AttentionNet, Rollout, average_paths
 from glimpse.models.choice import ChoiceAttention
@@ -16,4 +18,15 @@ def build(attention: str, image_size: int, **kwargs) -> AttentionNet:
     return KINDS[attention](image_size, **kwargs)
 
 
-__all__ = ["AttentionNet", "ChoiceAttention", "KINDS", "RecurrentAttention", "Retina", "Rollout", "SoftAttention", "average_paths", "build"]
+def defaults() -> dict[str, object]:
+    """Every kind's constructor arguments with their defaults, by name. The constructors are the one place
+    a default is written; ``GlimpseModel``'s signature (what the CLI shows and checks) reads them here."""
+    out: dict[str, object] = {}
+    for cls in (AttentionNet, *KINDS.values()):
+        for name, param in inspect.signature(cls.__init__).parameters.items():
+            if param.default is not param.empty:
+                out.setdefault(name, param.default)
+    return out
+
+
+__all__ = ["AttentionNet", "ChoiceAttention", "KINDS", "RecurrentAttention", "Retina", "Rollout", "SoftAttention", "average_paths", "build", "defaults"]
