@@ -29,23 +29,28 @@ PLAN = ROOT / "configs" / "recipes" / "plan.yaml"
 
 def commands(table: str, plan: dict, settings: list[str] | None, kinds: list[str] | None,
              seeds: list[int] | None, done: set[tuple]) -> list[tuple[tuple, list[str]]]:
-    """(cell, train.py arguments) of every planned run not yet recorded, in plan order."""
+    """(cell, train.py arguments) of every planned run not yet recorded, in plan order. A cell is
+    (setting, kind, seed, recipe); the recipe is the setting's file, plus a variant's file on top
+    where the table lists ``variants`` (changes to a recipe, screened against the recipe itself)."""
     spec = plan[table]
     out = []
     for setting in settings or spec["settings"]:
-        for kind, planned in spec["seeds"].items():
-            if kinds and kind not in kinds:
-                continue
-            for seed in planned:
-                if seeds and seed not in seeds:
+        for variant in spec.get("variants", [None]):
+            configs = [f"configs/recipes/{setting}.yaml", *([variant] if variant else [])]
+            change = f"-{Path(variant).stem}" if variant else ""
+            for kind, planned in spec["seeds"].items():
+                if kinds and kind not in kinds:
                     continue
-                cell = (setting, kind, str(seed))
-                if cell in done:
-                    continue
-                args = ["--config", f"configs/recipes/{setting}.yaml", *kind_arguments(kind),
-                        "--seed_everything", str(seed), "--trainer.max_time", spec["budget"],
-                        "--trainer.max_epochs", "-1", "--name", f"{table}-{setting}-{kind}-s{seed}"]
-                out.append((cell, args))
+                for seed in planned:
+                    if seeds and seed not in seeds:
+                        continue
+                    cell = (setting, kind, str(seed), "+".join(configs))
+                    if cell in done:
+                        continue
+                    args = [*(arg for c in configs for arg in ("--config", c)), *kind_arguments(kind),
+                            "--seed_everything", str(seed), "--trainer.max_time", spec["budget"],
+                            "--trainer.max_epochs", "-1", "--name", f"{table}-{setting}-{kind}{change}-s{seed}"]
+                    out.append((cell, args))
     return out
 
 
@@ -69,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
             if value not in allowed:
                 parser.error(f"--{name} {value} is not allowed: expected one of {', '.join(allowed)}")
     budget = budget_name(seconds(spec["budget"]))
-    done = {(r["setting"], r["kind"], r["seed"]) for r in read_rows(args.records) if r["budget"] == budget}
+    done = {(r["setting"], r["kind"], r["seed"], r["recipe"]) for r in read_rows(args.records) if r["budget"] == budget}
     todo = commands(args.table, plan, args.settings, args.kinds, args.seeds, done)
     env = {**os.environ, "OMP_NUM_THREADS": str(spec.get("threads", 1))}
     for cell, train_args in todo:

@@ -77,8 +77,18 @@ def machines(rows: list[dict]) -> str:
     return "; ".join(sorted({r["machine"] for r in rows}))
 
 
+def plain(row: dict) -> bool:
+    """Whether a run trained with its setting's recipe as pre-registered, nothing on top."""
+    return row["recipe"] == f"configs/recipes/{row['setting']}.yaml"
+
+
+def equal_rows(rows: list[dict]) -> list[dict]:
+    """The equal-time table's runs: a wall-clock budget and the setting's recipe unchanged."""
+    return [r for r in rows if r["budget"].startswith("equal-") and plain(r)]
+
+
 def equal_time(rows: list[dict]) -> str:
-    rows = [r for r in rows if r["budget"].startswith("equal-")]
+    rows = equal_rows(rows)
     if not rows:
         return NONE_YET
     body = []
@@ -96,7 +106,7 @@ def answer(rows: list[dict]) -> str:
     """The equal-time table at a glance: one row per setting and budget, one column per kind, the
     one-path test error (the primary measure) as mean ± sd over seeds, and hard's M = 10 error beside
     it with the pixels each reads. The full table, with every column, is ``equal_time``."""
-    rows = [r for r in rows if r["budget"].startswith("equal-")]
+    rows = equal_rows(rows)
     if not rows:
         return NONE_YET
     body = []
@@ -117,6 +127,31 @@ def answer(rows: list[dict]) -> str:
     return markdown(header, body) + ("\nTest error %, mean ± sd over seeds (how many in brackets); one path: "
                                      "hard's greedy path, choice's most likely cell, soft's one pass. "
                                      f"Machine: {machines(rows)}.\n")
+
+
+def search(rows: list[dict]) -> str:
+    """Changes to a recipe (a variant's file on top of it), each beside the recipe as it is: the same
+    setting, kind and budget, the variant's seeds. Judged on the mean validation error, which the
+    table marks; the test errors are each run's one evaluation, shown, never chosen on."""
+    tried = [r for r in rows if r["budget"].startswith("equal-") and not plain(r)]
+    if not tried:
+        return NONE_YET
+    body = []
+    for (setting, budget, kind), rs in groups(tried, "setting", "budget", "kind").items():
+        seeds_tried = {r["seed"] for r in rs}
+        control = [r for r in equal_rows(rows) if (r["setting"], r["budget"], r["kind"]) == (setting, budget, kind)
+                   and r["seed"] in seeds_tried]
+        options = {"the recipe as it is": control} | {
+            "+ `" + recipe[0].split("+", 1)[1] + "`": g for recipe, g in groups(rs, "recipe").items()}
+        val = {name: statistics.mean(numbers(g, "val_error")) for name, g in options.items() if numbers(g, "val_error")}
+        for name, g in options.items():
+            mark = " (lowest)" if val and name == min(val, key=val.get) else ""
+            body.append([setting, budget.removeprefix("equal-"), kind, name, seeds(g) if g else "–",
+                         f"{percent(numbers(g, 'val_error'))}{mark}", percent(numbers(g, "test_error_one_path")),
+                         percent(numbers(g, "test_error_m10"))])
+    header = ["setting", "budget", "kind", "change", "seeds", "val error %, one path", "test error %, one path",
+              "test error %, M = 10"]
+    return markdown(header, body) + f"\nMachine: {machines(tried)}.\n"
 
 
 def best(rows: list[dict]) -> str:
@@ -186,7 +221,7 @@ def bench_table(path: Path) -> str:
 
 
 BLOCKS: dict[str, Callable[[list[dict]], str]] = {
-    "answer": answer, "equal-time": equal_time, "best": best, "default-run": default_run, "runs": all_runs, "speed": speed}
+    "answer": answer, "equal-time": equal_time, "search": search, "best": best, "default-run": default_run, "runs": all_runs, "speed": speed}
 
 
 def render(text: str, rows: list[dict], source: str = "") -> str:
@@ -208,7 +243,7 @@ def figures(rows: list[dict], out_dir: Path) -> list[Path]:
     from glimpse.plots import curve
 
     written = []
-    for (setting, budget), rs in groups([r for r in rows if r["budget"].startswith("equal-")], "setting", "budget").items():
+    for (setting, budget), rs in groups(equal_rows(rows), "setting", "budget").items():
         present = [r for r in rs if Path(r["run"]).is_dir()]
         if not present:
             continue

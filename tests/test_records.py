@@ -16,6 +16,8 @@ from glimpse import report
 from glimpse.records import COLUMNS, budget_name, kind_arguments, read_rows, seconds
 from tests.conftest import REPO
 
+RECIPE = "configs/recipes/mnist.yaml"  # 28x28's pre-registered recipe
+
 TINY = ("--trainer.max_epochs=1", "--trainer.limit_train_batches=3", "--trainer.limit_val_batches=2",
         "--trainer.limit_test_batches=2", "--trainer.log_every_n_steps=1", "--model.hidden=32", "--model.what=16",
         "--model.where=16", "--model.glimpse_features=32")
@@ -98,14 +100,22 @@ def test_a_summary_that_disagrees_with_its_checkpoint_is_refused(finished, tmp_p
 def test_equal_time_and_best_tables_average_seeds_and_choose_on_validation():
     base = {c: "" for c in COLUMNS} | {"setting": "mnist", "machine": "m", "epochs": "10", "pixels_per_image": "384"}
     rows = [base | {"kind": "hard", "budget": "equal-15min", "seed": str(s), "test_error_one_path": str(e),
-                    "test_error_m10": "0.01", "val_error": "0.02", "recipe": "r"} for s, e in ((100, 0.01), (101, 0.03))]
+                    "test_error_m10": "0.01", "val_error": "0.02", "recipe": RECIPE} for s, e in ((100, 0.01), (101, 0.03))]
     table = report.equal_time(rows)
     assert "| mnist | 15min | hard | 100, 101 | 10.0 | **2.00 ± 1.41** | 1.00 ± 0.00 |" in table
     # at a glance: one row per setting, one column per kind, hard's M = 10 and the pixels beside it
     soft = base | {"kind": "soft", "budget": "equal-15min", "seed": "100", "test_error_one_path": "0.005",
-                   "pixels_per_image": "2304", "recipe": "r"}
+                   "pixels_per_image": "2304", "recipe": RECIPE}
     glance = report.answer([r | {"pixels_per_image_m10": "3840"} for r in rows] + [soft])
     assert "| mnist | 15min | **2.00 ± 1.41 (2)** | 1.00 ± 0.00 (2) | **0.50 (1)** | – | – | 384 / 3,840 / 2,304 |" in glance
+    # a change to the recipe: beside the recipe's own runs of its seeds, never in the equal-time tables
+    change = [r | {"recipe": RECIPE + "+configs/recipes/variants/x.yaml", "val_error": "0.01", "test_error_one_path": "0.05",
+                   "seed": "100"} for r in rows[:1]]
+    assert report.equal_time(rows + change) == report.equal_time(rows) and report.answer(rows + change) == glance
+    screened = report.search(rows + change + [soft])
+    assert "| mnist | 15min | hard | the recipe as it is | 100 | 2.00 | 1.00 | 1.00 |" in screened  # seed 100 only
+    assert "| mnist | 15min | hard | + `configs/recipes/variants/x.yaml` | 100 | 1.00 (lowest) | 5.00 | 1.00 |" in screened
+    assert "soft" not in screened and report.search(rows) == report.NONE_YET
     # best: the recipe with the lower VALIDATION error wins, even though its test error is higher
     long = [base | {"kind": "soft", "budget": "long", "seed": "1", "recipe": name, "val_error": val,
                     "test_error_one_path": test} for name, val, test in (("a", "0.01", "0.05"), ("b", "0.02", "0.01"))]
@@ -128,16 +138,30 @@ def test_the_experiment_runs_only_what_the_plan_lacks(tmp_path):
     from glimpse.experiment import PLAN, commands
 
     plan = yaml.safe_load(PLAN.read_text())
-    todo = commands("equal-time", plan, ["mnist"], None, None, done={("mnist", "hard", "100")})
+    todo = commands("equal-time", plan, ["mnist"], None, None, done={("mnist", "hard", "100", RECIPE)})
     cells = [cell for cell, _ in todo]
-    assert ("mnist", "hard", "100") not in cells and ("mnist", "hard", "101") in cells
+    assert ("mnist", "hard", "100", RECIPE) not in cells and ("mnist", "hard", "101", RECIPE) in cells
     assert len(cells) == sum(len(s) for s in plan["equal-time"]["seeds"].values()) - 1
-    for (setting, kind, seed), args in todo:
+    for (setting, kind, seed, _), args in todo:
         rest = " ".join(args).replace(f"-{kind}-s{seed}", "").replace(seed, "SEED")
         rest = rest.replace(" ".join(kind_arguments(kind)), "KIND")
         assert rest == ("--config configs/recipes/mnist.yaml KIND --seed_everything SEED --trainer.max_time "
                         f"{plan['equal-time']['budget']} --trainer.max_epochs -1 --name equal-time-mnist")
         assert (REPO / args[1]).is_file()
+
+
+def test_a_change_to_a_recipe_is_its_own_cell_read_on_top_of_the_recipe():
+    """hard-search: each variant's file is read after the setting's recipe, under a name of its own, and
+    a recorded run of the recipe as it is does not count as a run of the change."""
+    from glimpse.experiment import PLAN, commands
+
+    plan = yaml.safe_load(PLAN.read_text())
+    (variant,) = plan["hard-search"]["variants"]
+    todo = dict(commands("hard-search", plan, ["mnist"], None, [100], done={("mnist", "hard", "100", RECIPE)}))
+    (args,) = todo.values()
+    assert list(todo) == [("mnist", "hard", "100", f"{RECIPE}+{variant}")] and (REPO / variant).is_file()
+    assert args[:4] == ["--config", RECIPE, "--config", variant] and args[-1] == "hard-search-mnist-hard-policy-hidden-s100"
+    assert commands("hard-search", plan, ["mnist"], None, [100], done=set(todo)) == []
 
 
 def test_budget_names():
@@ -161,7 +185,8 @@ def test_figures_draw_every_equal_time_run_still_present(finished, tmp_path):
     from PIL import Image
 
     _, run = finished
-    row = {c: "" for c in COLUMNS} | {"run": str(run), "setting": "mnist", "kind": "hard", "budget": "equal-15min"}
+    row = {c: "" for c in COLUMNS} | {"run": str(run), "setting": "mnist", "kind": "hard", "budget": "equal-15min",
+                                      "recipe": RECIPE}
     gone = row | {"run": str(tmp_path / "gone"), "kind": "soft"}
     (path,) = report.figures([row, gone], tmp_path)
     assert path.name == "equal-time-mnist.png" and Image.open(path).size[0] > 300
