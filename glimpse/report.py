@@ -239,6 +239,7 @@ def figures(rows: list[dict], out_dir: Path) -> list[Path]:
     """One-path validation error against wall-clock minutes, one figure per setting of the equal-time table,
     one line per run, one colour per kind: drawn from the run folders still on this machine."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
 
     from glimpse.plots import curve
 
@@ -256,6 +257,9 @@ def figures(rows: list[dict], out_dir: Path) -> list[Path]:
                         label=kind[0] if n == 0 else None)
         ax.set(xlabel="wall-clock minutes", ylabel="validation error %, one path", yscale="log",
                title=f"{setting}, {budget.removeprefix('equal-')} per run")
+        # errors as plain numbers (1, 2, 5, 10, 20, 50), not as 2x10^0; other minor ticks unlabelled
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        ax.yaxis.set_minor_formatter(FuncFormatter(lambda value, _: f"{value:g}" if f"{value:g}"[0] in "25" else ""))
         ax.grid(True, which="both", alpha=0.3)
         ax.legend()
         fig.tight_layout()
