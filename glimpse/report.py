@@ -136,11 +136,10 @@ def search(rows: list[dict]) -> str:
     tried = [r for r in rows if r["budget"].startswith("equal-") and not plain(r)]
     if not tried:
         return NONE_YET
-    body = []
+    body, recipes = [], groups(equal_rows(rows), "setting", "budget", "kind")
     for (setting, budget, kind), rs in groups(tried, "setting", "budget", "kind").items():
         seeds_tried = {r["seed"] for r in rs}
-        control = [r for r in equal_rows(rows) if (r["setting"], r["budget"], r["kind"]) == (setting, budget, kind)
-                   and r["seed"] in seeds_tried]
+        control = [r for r in recipes.get((setting, budget, kind), []) if r["seed"] in seeds_tried]
         options = {"the recipe as it is": control} | {
             "+ `" + recipe[0].split("+", 1)[1] + "`": g for recipe, g in groups(rs, "recipe").items()}
         val = {name: statistics.mean(numbers(g, "val_error")) for name, g in options.items() if numbers(g, "val_error")}

@@ -190,12 +190,12 @@ def test_a_setting_shared_by_kinds_has_one_default():
     from glimpse.models import AttentionNet, KINDS, defaults
     from glimpse.module import GlimpseModel
 
-    seen: dict[str, set] = {}
-    for cls in (AttentionNet, *KINDS.values()):
-        for name, param in inspect.signature(cls.__init__).parameters.items():
-            if param.default is not param.empty:
-                seen.setdefault(name, set()).add(repr(param.default))
-    assert {k: v for k, v in seen.items() if len(v) > 1} == {}
+    class Other(KINDS["soft"]):
+        def __init__(self, image_size: int, *, grid_stride: int = 5, **common):
+            super().__init__(image_size, grid_stride=grid_stride, **common)
+
+    with pytest.raises(ValueError, match="grid_stride=5, but another kind defaults it to 4"):
+        defaults((AttentionNet, KINDS["soft"], Other))
     model = inspect.signature(GlimpseModel.__init__).parameters
     assert {k: v for k, v in defaults().items() if model[k].default != v} == {}
 

@@ -18,14 +18,18 @@ def build(attention: str, image_size: int, **kwargs) -> AttentionNet:
     return KINDS[attention](image_size, **kwargs)
 
 
-def defaults() -> dict[str, object]:
+def defaults(classes: tuple[type[AttentionNet], ...] = (AttentionNet, *KINDS.values())) -> dict[str, object]:
     """Every kind's constructor arguments with their defaults, by name. The constructors are the one place
-    a default is written; ``GlimpseModel``'s signature (what the CLI shows and checks) reads them here."""
+    a default is written; ``GlimpseModel``'s signature (what the CLI shows and checks) reads them here.
+    A setting two kinds default differently is refused (``ValueError``): one setting, one default, or a
+    kind would silently train with the other's."""
     out: dict[str, object] = {}
-    for cls in (AttentionNet, *KINDS.values()):
+    for cls in classes:
         for name, param in inspect.signature(cls.__init__).parameters.items():
-            if param.default is not param.empty:
-                out.setdefault(name, param.default)
+            if param.default is param.empty:
+                continue
+            if out.setdefault(name, param.default) != param.default:
+                raise ValueError(f"{cls.__name__}: {name}={param.default!r}, but another kind defaults it to {out[name]!r}")
     return out
 
 
