@@ -34,6 +34,8 @@ KIND_ORDER = ("hard", "soft", "choice-gumbel", "choice-reinforce")
 BLOCK = re.compile(r"(<!-- report:(?P<name>[a-z0-9-]+) -->\n)(?P<body>.*?)(<!-- /report:(?P=name) -->)", re.S)
 DEFAULT_RECIPE = "+".join(DEFAULT_CONFIGS)  # what train.py trains when given no --config
 NONE_YET = "_No run of this table is recorded in docs/runs.csv yet._\n"
+ONE_MACHINE = ("A row holds the runs of one machine: a wall-clock budget buys different work on different "
+               "processors, so kinds compare within a row.")
 
 
 def percent(values: list[float]) -> str:
@@ -77,6 +79,14 @@ def machines(rows: list[dict]) -> str:
     return "; ".join(sorted({r["machine"] for r in rows}))
 
 
+def cpu(machine: str) -> str:
+    """A machine's processor, short: "Intel(R) Xeon(R) Processor, 1 threads" -> "Intel Xeon"."""
+    name = machine.split(",", 1)[0]
+    for mark in ("(R)", "(TM)", " Processor", " CPU"):
+        name = name.replace(mark, "")
+    return " ".join(name.split())
+
+
 def plain(row: dict) -> bool:
     """Whether a run trained with its setting's recipe as pre-registered, nothing on top."""
     return row["recipe"] == f"configs/recipes/{row['setting']}.yaml"
@@ -92,25 +102,27 @@ def equal_time(rows: list[dict]) -> str:
     if not rows:
         return NONE_YET
     body = []
-    for (setting, budget, kind), rs in groups(rows, "setting", "budget", "kind").items():
-        body.append([setting, budget.removeprefix("equal-"), kind, seeds(rs), f"{statistics.mean(numbers(rs, 'epochs')):.1f}",
+    for (setting, budget, machine, kind), rs in groups(rows, "setting", "budget", "machine", "kind").items():
+        body.append([setting, budget.removeprefix("equal-"), cpu(machine), kind, seeds(rs), f"{statistics.mean(numbers(rs, 'epochs')):.1f}",
                      f"**{percent(numbers(rs, 'test_error_one_path'))}**", percent(numbers(rs, "test_error_m10")),
                      pixels(rs, "pixels_per_image"), pixels(rs, "pixels_per_image_m10"),
                      percent(numbers(rs, "val_error"))])
-    header = ["setting", "budget", "kind", "seeds", "epochs", "test error %, one path", "test error %, M = 10",
+    header = ["setting", "budget", "machine", "kind", "seeds", "epochs", "test error %, one path", "test error %, M = 10",
               "pixels / image, one path", "pixels / image, M = 10", "best val error %"]
-    return markdown(header, body) + f"\nMachine: {machines(rows)}. Recipes: `configs/recipes/<setting>.yaml`.\n"
+    return markdown(header, body) + f"\n{ONE_MACHINE} Machines: {machines(rows)}. Recipes: `configs/recipes/<setting>.yaml`.\n"
 
 
 def answer(rows: list[dict]) -> str:
     """The equal-time table at a glance: one row per setting and budget, one column per kind, the
     one-path test error (the primary measure) as mean ± sd over seeds, and hard's M = 10 error beside
-    it with the pixels each reads. The full table, with every column, is ``equal_time``."""
+    it with the pixels each reads. The full table, with every column, is ``equal_time``. A budget of
+    wall-clock time buys different work on different processors, so runs on different machines are
+    never averaged together: each machine is a row of its own."""
     rows = equal_rows(rows)
     if not rows:
         return NONE_YET
     body = []
-    for (setting, budget), rs in groups(rows, "setting", "budget").items():
+    for (setting, budget, machine), rs in groups(rows, "setting", "budget", "machine").items():
         by_kind = {k[0]: g for k, g in groups(rs, "kind").items()}
 
         def cell(kind: str, column: str = "test_error_one_path", bold: str = "**") -> str:
@@ -118,15 +130,15 @@ def answer(rows: list[dict]) -> str:
             return f"{bold}{percent(values)} ({len(values)}){bold}" if values else "–"
 
         hard, other = by_kind.get("hard", []), next((g for k, g in by_kind.items() if k != "hard"), [])
-        body.append([setting, budget.removeprefix("equal-"), cell("hard"), cell("hard", "test_error_m10", bold=""),
+        body.append([setting, budget.removeprefix("equal-"), cpu(machine), cell("hard"), cell("hard", "test_error_m10", bold=""),
                      *(cell(kind) for kind in KIND_ORDER[1:]),
                      f"{pixels(hard, 'pixels_per_image')} / {pixels(hard, 'pixels_per_image_m10')} / "
                      f"{pixels(other, 'pixels_per_image')}"])
-    header = ["setting", "budget", "hard, one path", "hard, M = 10", *KIND_ORDER[1:],
+    header = ["setting", "budget", "machine", "hard, one path", "hard, M = 10", *KIND_ORDER[1:],
               "pixels / image: hard, hard M = 10, the others"]
     return markdown(header, body) + ("\nTest error %, mean ± sd over seeds (how many in brackets); one path: "
-                                     "hard's greedy path, choice's most likely cell, soft's one pass. "
-                                     f"Machine: {machines(rows)}.\n")
+                                     f"hard's greedy path, choice's most likely cell, soft's one pass. {ONE_MACHINE} "
+                                     f"Machines: {machines(rows)}.\n")
 
 
 def search(rows: list[dict]) -> str:
@@ -138,8 +150,8 @@ def search(rows: list[dict]) -> str:
         return NONE_YET
     body, recipes = [], groups(equal_rows(rows), "setting", "budget", "kind")
     for (setting, budget, kind), rs in groups(tried, "setting", "budget", "kind").items():
-        seeds_tried = {r["seed"] for r in rs}
-        control = [r for r in recipes.get((setting, budget, kind), []) if r["seed"] in seeds_tried]
+        tried_on = {(r["seed"], r["machine"]) for r in rs}  # paired: the same seed on the same machine
+        control = [r for r in recipes.get((setting, budget, kind), []) if (r["seed"], r["machine"]) in tried_on]
         options = {"the recipe as it is": control} | {
             "+ `" + recipe[0].split("+", 1)[1] + "`": g for recipe, g in groups(rs, "recipe").items()}
         val = {name: statistics.mean(numbers(g, "val_error")) for name, g in options.items() if numbers(g, "val_error")}
@@ -236,14 +248,14 @@ def render(text: str, rows: list[dict], source: str = "") -> str:
 
 def figures(rows: list[dict], out_dir: Path) -> list[Path]:
     """One-path validation error against wall-clock minutes, one figure per setting of the equal-time table,
-    one line per run, one colour per kind: drawn from the run folders still on this machine."""
+    and machine, one line per run, one colour per kind: drawn from the run folders still on this machine."""
     import matplotlib.pyplot as plt
     from matplotlib.ticker import FuncFormatter
 
     from glimpse.plots import curve
 
     written = []
-    for (setting, budget), rs in groups(equal_rows(rows), "setting", "budget").items():
+    for (setting, budget, machine), rs in groups(equal_rows(rows), "setting", "budget", "machine").items():
         present = [r for r in rs if Path(r["run"]).is_dir()]
         if not present:
             continue
@@ -255,14 +267,14 @@ def figures(rows: list[dict], out_dir: Path) -> list[Path]:
                 ax.plot(minutes, [100 * v for v in values], color=colours[kind[0]], alpha=0.8,
                         label=kind[0] if n == 0 else None)
         ax.set(xlabel="wall-clock minutes", ylabel="validation error %, one path", yscale="log",
-               title=f"{setting}, {budget.removeprefix('equal-')} per run")
+               title=f"{setting}, {budget.removeprefix('equal-')} per run, {cpu(machine)}")
         # errors as plain numbers (1, 2, 5, 10, 20, 50), not as 2x10^0; other minor ticks unlabelled
         ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
         ax.yaxis.set_minor_formatter(FuncFormatter(lambda value, _: f"{value:g}" if f"{value:g}"[0] in "25" else ""))
         ax.grid(True, which="both", alpha=0.3)
         ax.legend()
         fig.tight_layout()
-        path = out_dir / f"equal-time-{setting}.png"
+        path = out_dir / f"equal-time-{setting}-{cpu(machine).lower().replace(' ', '-')}.png"
         fig.savefig(path, dpi=110)
         plt.close(fig)
         written.append(path)

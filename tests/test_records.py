@@ -102,12 +102,12 @@ def test_equal_time_and_best_tables_average_seeds_and_choose_on_validation():
     rows = [base | {"kind": "hard", "budget": "equal-15min", "seed": str(s), "test_error_one_path": str(e),
                     "test_error_m10": "0.01", "val_error": "0.02", "recipe": RECIPE} for s, e in ((100, 0.01), (101, 0.03))]
     table = report.equal_time(rows)
-    assert "| mnist | 15min | hard | 100, 101 | 10.0 | **2.00 ± 1.41** | 1.00 ± 0.00 |" in table
+    assert "| mnist | 15min | m | hard | 100, 101 | 10.0 | **2.00 ± 1.41** | 1.00 ± 0.00 |" in table
     # at a glance: one row per setting, one column per kind, hard's M = 10 and the pixels beside it
     soft = base | {"kind": "soft", "budget": "equal-15min", "seed": "100", "test_error_one_path": "0.005",
                    "pixels_per_image": "2304", "recipe": RECIPE}
     glance = report.answer([r | {"pixels_per_image_m10": "3840"} for r in rows] + [soft])
-    assert "| mnist | 15min | **2.00 ± 1.41 (2)** | 1.00 ± 0.00 (2) | **0.50 (1)** | – | – | 384 / 3,840 / 2,304 |" in glance
+    assert "| mnist | 15min | m | **2.00 ± 1.41 (2)** | 1.00 ± 0.00 (2) | **0.50 (1)** | – | – | 384 / 3,840 / 2,304 |" in glance
     # a change to the recipe: beside the recipe's own runs of its seeds, never in the equal-time tables
     change = [r | {"recipe": RECIPE + "+configs/recipes/variants/x.yaml", "val_error": "0.01", "test_error_one_path": "0.05",
                    "seed": "100"} for r in rows[:1]]
@@ -117,6 +117,14 @@ def test_equal_time_and_best_tables_average_seeds_and_choose_on_validation():
     assert "| mnist | 15min | hard | + `configs/recipes/variants/x.yaml` | 100 | 1.00 (lowest) | 5.00 | 1.00 |" in screened
     assert "soft" not in screened and report.search(rows) == report.NONE_YET
     # best: the recipe with the lower VALIDATION error wins, even though its test error is higher
+    # a wall-clock budget buys different work on another processor: its runs are a row of their own,
+    # never averaged with the first machine's, and a change is paired with the recipe's run on its machine
+    other = [r | {"machine": "Intel(R) Xeon(R) Processor, 1 threads", "test_error_one_path": "0.07"} for r in rows[:1]]
+    table = report.equal_time(rows + other)
+    assert "| mnist | 15min | m | hard | 100, 101 | 10.0 | **2.00 ± 1.41** |" in table
+    assert "| mnist | 15min | Intel Xeon | hard | 100 | 10.0 | **7.00** |" in table
+    assert "| mnist | 15min | Intel Xeon | **7.00 (1)** |" in report.answer(rows + other)
+    assert "| the recipe as it is | 100 | 2.00 | 1.00 |" in report.search(rows + other + change)  # not 7.00
     long = [base | {"kind": "soft", "budget": "long", "seed": "1", "recipe": name, "val_error": val,
                     "test_error_one_path": test} for name, val, test in (("a", "0.01", "0.05"), ("b", "0.02", "0.01"))]
     assert "| mnist | soft | `a` | 1 | **5.00** |" in report.best(long)
@@ -186,8 +194,8 @@ def test_figures_draw_every_equal_time_run_still_present(finished, tmp_path):
 
     _, run = finished
     row = {c: "" for c in COLUMNS} | {"run": str(run), "setting": "mnist", "kind": "hard", "budget": "equal-15min",
-                                      "recipe": RECIPE}
+                                      "recipe": RECIPE, "machine": "AMD EPYC 9B14, 1 threads"}
     gone = row | {"run": str(tmp_path / "gone"), "kind": "soft"}
     (path,) = report.figures([row, gone], tmp_path)
-    assert path.name == "equal-time-mnist.png" and Image.open(path).size[0] > 300
+    assert path.name == "equal-time-mnist-amd-epyc-9b14.png" and Image.open(path).size[0] > 300
     assert report.figures([gone], tmp_path) == []  # no run folder here: nothing to draw
