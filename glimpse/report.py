@@ -81,7 +81,7 @@ def machines(rows: list[dict]) -> str:
 
 def cpu(machine: str) -> str:
     """A machine's processor, short: "Intel(R) Xeon(R) Processor, 1 threads" -> "Intel Xeon"."""
-    name = machine.split(",", 1)[0]
+    name = machine.split(",", 1)[0].split(" @ ", 1)[0]  # no clock speed
     for mark in ("(R)", "(TM)", " Processor", " CPU"):
         name = name.replace(mark, "")
     return " ".join(name.split())
@@ -113,7 +113,7 @@ def equal_time(rows: list[dict]) -> str:
 
 
 def answer(rows: list[dict]) -> str:
-    """The equal-time table at a glance: one row per setting and budget, one column per kind, the
+    """The equal-time table at a glance: one row per setting, budget and machine, one column per kind, the
     one-path test error (the primary measure) as mean ± sd over seeds, and hard's M = 10 error beside
     it with the pixels each reads. The full table, with every column, is ``equal_time``. A budget of
     wall-clock time buys different work on different processors, so runs on different machines are
@@ -247,7 +247,7 @@ def render(text: str, rows: list[dict], source: str = "") -> str:
 
 
 def figures(rows: list[dict], out_dir: Path) -> list[Path]:
-    """One-path validation error against wall-clock minutes, one figure per setting of the equal-time table,
+    """One-path validation error against wall-clock minutes, one figure per setting of the equal-time table
     and machine, one line per run, one colour per kind: drawn from the run folders still on this machine."""
     import matplotlib.pyplot as plt
     from matplotlib.ticker import FuncFormatter
@@ -274,7 +274,7 @@ def figures(rows: list[dict], out_dir: Path) -> list[Path]:
         ax.grid(True, which="both", alpha=0.3)
         ax.legend()
         fig.tight_layout()
-        path = out_dir / f"equal-time-{setting}-{cpu(machine).lower().replace(' ', '-')}.png"
+        path = out_dir / f"equal-time-{setting}-{re.sub(r'[^a-z0-9]+', '-', cpu(machine).lower()).strip('-')}.png"
         fig.savefig(path, dpi=110)
         plt.close(fig)
         written.append(path)

@@ -116,7 +116,6 @@ def test_equal_time_and_best_tables_average_seeds_and_choose_on_validation():
     assert "| mnist | 15min | hard | the recipe as it is | 100 | 2.00 | 1.00 | 1.00 |" in screened  # seed 100 only
     assert "| mnist | 15min | hard | + `configs/recipes/variants/x.yaml` | 100 | 1.00 (lowest) | 5.00 | 1.00 |" in screened
     assert "soft" not in screened and report.search(rows) == report.NONE_YET
-    # best: the recipe with the lower VALIDATION error wins, even though its test error is higher
     # a wall-clock budget buys different work on another processor: its runs are a row of their own,
     # never averaged with the first machine's, and a change is paired with the recipe's run on its machine
     other = [r | {"machine": "Intel(R) Xeon(R) Processor, 1 threads", "test_error_one_path": "0.07"} for r in rows[:1]]
@@ -125,6 +124,7 @@ def test_equal_time_and_best_tables_average_seeds_and_choose_on_validation():
     assert "| mnist | 15min | Intel Xeon | hard | 100 | 10.0 | **7.00** |" in table
     assert "| mnist | 15min | Intel Xeon | **7.00 (1)** |" in report.answer(rows + other)
     assert "| the recipe as it is | 100 | 2.00 | 1.00 |" in report.search(rows + other + change)  # not 7.00
+    # best: the recipe with the lower VALIDATION error wins, even though its test error is higher
     long = [base | {"kind": "soft", "budget": "long", "seed": "1", "recipe": name, "val_error": val,
                     "test_error_one_path": test} for name, val, test in (("a", "0.01", "0.05"), ("b", "0.02", "0.01"))]
     assert "| mnist | soft | `a` | 1 | **5.00** |" in report.best(long)
@@ -194,7 +194,7 @@ def test_figures_draw_every_equal_time_run_still_present(finished, tmp_path):
 
     _, run = finished
     row = {c: "" for c in COLUMNS} | {"run": str(run), "setting": "mnist", "kind": "hard", "budget": "equal-15min",
-                                      "recipe": RECIPE, "machine": "AMD EPYC 9B14, 1 threads"}
+                                      "recipe": RECIPE, "machine": "AMD EPYC 9B14 @ 2.6GHz, 1 threads"}
     gone = row | {"run": str(tmp_path / "gone"), "kind": "soft"}
     (path,) = report.figures([row, gone], tmp_path)
     assert path.name == "equal-time-mnist-amd-epyc-9b14.png" and Image.open(path).size[0] > 300
