@@ -199,7 +199,8 @@ def test_validation_split_and_another_std(checkpoints, data, tmp_path):
     assert [r["images"] for r in rows["val"]] == [5_000, 5_000] and [r["split"] for r in rows["val"]] == ["val"] * 2
     hard, wide = rows["val"][0], rows["wide"][0]
     assert hard["std"] == 0.1 and wide["std"] == 2.0 and rows["wide"][1]["std"] is None
-    assert wide["test_error_greedy"] == hard["test_error_greedy"] != rows["test"][0]["test_error_greedy"]
+    # (which images were read is the counts above: the two splits' errors may coincide on a weak model)
+    assert wide["test_error_greedy"] == hard["test_error_greedy"]
     assert wide["test_error"] != hard["test_error"]
     assert rows["wide"][1]["test_error"] == rows["val"][1]["test_error"]  # soft: no paths to sample
     assert wide["steps"] == hard["steps"]  # --locations follows the greedy path: the same whatever the std
