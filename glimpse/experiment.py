@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from glimpse.records import add_runs, budget_name, kind_arguments, read_rows, seconds
+from glimpse.records import add_runs, budget_name, cpu, kind_arguments, machine, read_rows, seconds
 
 ROOT = Path(__file__).resolve().parents[1]
 PLAN = ROOT / "configs" / "recipes" / "plan.yaml"
@@ -54,6 +54,13 @@ def commands(table: str, plan: dict, settings: list[str] | None, kinds: list[str
     return out
 
 
+def recorded(rows: list[dict], budget: str, processor: str) -> set[tuple]:
+    """The cells already run at this budget on this processor. A wall-clock budget buys different work
+    on another processor, so a run there does not fill this machine's cell of the table."""
+    return {(r["setting"], r["kind"], r["seed"], r["recipe"]) for r in rows
+            if r["budget"] == budget and cpu(r["machine"]) == processor}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m glimpse.experiment", description=__doc__.splitlines()[0])
     parser.add_argument("table", help="a table of the plan, e.g. equal-time")
@@ -74,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
             if value not in allowed:
                 parser.error(f"--{name} {value} is not allowed: expected one of {', '.join(allowed)}")
     budget = budget_name(seconds(spec["budget"]))
-    done = {(r["setting"], r["kind"], r["seed"], r["recipe"]) for r in read_rows(args.records) if r["budget"] == budget}
+    done = recorded(read_rows(args.records), budget, cpu(machine()))
     todo = commands(args.table, plan, args.settings, args.kinds, args.seeds, done)
     env = {**os.environ, "OMP_NUM_THREADS": str(spec.get("threads", 1))}
     for cell, train_args in todo:

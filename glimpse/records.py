@@ -68,6 +68,14 @@ def machine() -> str:
     return f"{cpu}, {torch.get_num_threads()} threads{gpu}"
 
 
+def cpu(machine: str) -> str:
+    """A machine's processor, short: "Intel(R) Xeon(R) Processor, 1 threads" -> "Intel Xeon"."""
+    name = machine.split(",", 1)[0].split(" @ ", 1)[0]  # no clock speed
+    for mark in ("(R)", "(TM)", " Processor", " CPU"):
+        name = name.replace(mark, "")
+    return " ".join(name.split())
+
+
 CODE = ("glimpse", "configs", "train.py", "pyproject.toml")  # what a run's result depends on; not the docs it updates
 
 

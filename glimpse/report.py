@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from glimpse.cli import DEFAULT_CONFIGS
-from glimpse.records import SETTINGS, add_runs, read_rows
+from glimpse.records import SETTINGS, add_runs, cpu, read_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCUMENTS = ("README.md", "docs/results.md")
@@ -77,14 +77,6 @@ def pixels(rows: list[dict], column: str) -> str:
 
 def machines(rows: list[dict]) -> str:
     return "; ".join(sorted({r["machine"] for r in rows}))
-
-
-def cpu(machine: str) -> str:
-    """A machine's processor, short: "Intel(R) Xeon(R) Processor, 1 threads" -> "Intel Xeon"."""
-    name = machine.split(",", 1)[0].split(" @ ", 1)[0]  # no clock speed
-    for mark in ("(R)", "(TM)", " Processor", " CPU"):
-        name = name.replace(mark, "")
-    return " ".join(name.split())
 
 
 def plain(row: dict) -> bool:

@@ -158,6 +158,18 @@ def test_the_experiment_runs_only_what_the_plan_lacks(tmp_path):
         assert (REPO / args[1]).is_file()
 
 
+def test_a_cell_run_on_another_processor_is_still_to_run_here():
+    """A wall-clock budget buys different work on another processor: the table's cell on this machine
+    is done only by a run recorded on this processor (any thread count), at the plan's budget."""
+    from glimpse.experiment import recorded
+
+    row = {"setting": "mnist", "kind": "hard", "seed": "100", "recipe": RECIPE, "budget": "equal-15min"}
+    rows = [{**row, "machine": "AMD EPYC, 1 threads"}, {**row, "seed": "101", "machine": "Intel(R) Xeon(R) Processor, 1 threads"},
+            {**row, "seed": "102", "machine": "Intel(R) Xeon(R) Processor, 1 threads", "budget": "long"}]
+    assert recorded(rows, "equal-15min", "Intel Xeon") == {("mnist", "hard", "101", RECIPE)}
+    assert recorded(rows, "equal-15min", "AMD EPYC") == {("mnist", "hard", "100", RECIPE)}
+
+
 def test_a_change_to_a_recipe_is_its_own_cell_read_on_top_of_the_recipe():
     """hard-search: each variant's file is read after the setting's recipe, under a name of its own, and
     a recorded run of the recipe as it is does not count as a run of the change."""
