@@ -306,3 +306,35 @@ def test_a_grid_stride_off_the_pooled_cells_uses_the_gathered_form():
     assert not net.convolve
     f, keys = net.features(torch.rand(2, 1, 60, 60))
     assert f.shape == (2, net.grid.shape[0], net.glimpse.out_features) and keys.shape[:2] == f.shape[:2]
+
+
+@pytest.mark.parametrize("kind", ["soft", "choice"])
+def test_the_blend_forms_the_features_gradient_once_and_equals_the_plain_product(kind, monkeypatch):
+    """Blend keeps each step's (m_t, g_t) and forms f's gradient as one product; every parameter's
+    gradient equals the plain per-step product's (float64, exact to rounding), and under bfloat16
+    autocast to bfloat16 rounding. Choice's one-hot m_t goes through the same blend."""
+    import glimpse.models.blend as blend
+
+    torch.manual_seed(0)
+    net = build(kind, 28, patch=8, scales=2, grid_stride=4, glimpses=3, what=16, where=8, glimpse_features=24,
+                attention_size=8, core="lstm").double()
+    images, pull = torch.rand(4, 1, 28, 28, dtype=torch.float64), torch.randn(4, 10, dtype=torch.float64)
+
+    def grads(shared: bool, autocast: bool = False):
+        monkeypatch.setattr(blend.Blend, "once", shared)
+        torch.manual_seed(1)
+        with torch.autocast("cpu", torch.bfloat16, enabled=autocast):
+            out = net(images).logits
+        return torch.autograd.grad((out.double() * pull).sum(), list(net.parameters()), allow_unused=True)
+
+    plain, once = grads(False), grads(True)
+    assert any(g is not None and g.abs().sum() > 0 for g in once)
+    for p, o in zip(plain, once):
+        assert (p is None) == (o is None)
+        if p is not None:
+            torch.testing.assert_close(o, p)
+    net = net.float()
+    images, pull = images.float(), pull.float()
+    for p, o in zip(grads(False, True), grads(True, True)):
+        if p is not None:
+            torch.testing.assert_close(o, p, rtol=0.05, atol=0.05 * p.abs().max().item())

@@ -8,6 +8,7 @@ from torch import Tensor, nn
 
 from glimpse.checks import require, require_choice
 from glimpse.models.base import AttentionNet, Rollout
+from glimpse.models.blend import Blend
 
 
 def location_grid(image_size: int, patch: int, stride: int) -> tuple[Tensor, int]:
@@ -144,7 +145,7 @@ class SoftAttention(AttentionNet):
         """
         f, keys = self.features(images)  # (B, L, D), (B, L, A): once per image
         f, keys = f.repeat(samples, 1, 1), keys.repeat(samples, 1, 1)  # (M*B, ...); images give only dtype/device below
-        b = f.shape[0]
+        b, blend = f.shape[0], Blend(f)
         state = self.core.init_state(b, images)
         h = images.new_zeros(b, self.core.hidden)
         weights, mixes, log_probs, baselines = [], [], [], []
@@ -155,7 +156,7 @@ class SoftAttention(AttentionNet):
             if log_prob is not None:
                 log_probs.append(log_prob)
                 baselines.append(self.baseline(h))
-            h, state = self.core((m[:, None] @ f).squeeze(1), state)  # c_t = sum_i m_t,i f_i
+            h, state = self.core(blend(m), state)  # c_t = sum_i m_t,i f_i
             weights.append(a)
             mixes.append(m)
         a = torch.stack(weights, 1)  # (B, T, L)
