@@ -48,10 +48,23 @@ def commands(table: str, plan: dict, settings: list[str] | None, kinds: list[str
                     if cell in done:
                         continue
                     args = [*(arg for c in configs for arg in ("--config", c)), *kind_arguments(kind),
-                            "--seed_everything", str(seed), "--trainer.max_time", spec["budget"],
-                            "--trainer.max_epochs", "-1", "--name", f"{table}-{setting}-{kind}{change}-s{seed}"]
+                            "--seed_everything", str(seed), *budget_arguments(spec),
+                            "--name", f"{table}-{setting}-{kind}{change}-s{seed}"]
                     out.append((cell, args))
     return out
+
+
+def budget_arguments(spec: dict) -> list[str]:
+    """A table's budget as train.py arguments: a wall-clock ``budget`` (the epochs that fit, the schedule
+    spanning it) or a number of ``epochs`` (a long run, where time is not the limit)."""
+    if "budget" in spec:
+        return ["--trainer.max_time", spec["budget"], "--trainer.max_epochs", "-1"]
+    return ["--trainer.max_epochs", str(spec["epochs"])]
+
+
+def table_budget(spec: dict) -> str:
+    """The ``budget`` column of a table's rows (records.budget_name)."""
+    return budget_name(seconds(spec["budget"]) if "budget" in spec else None)
 
 
 def recorded(rows: list[dict], budget: str, processor: str) -> set[tuple]:
@@ -72,16 +85,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     args = parser.parse_args(argv)
     plan = yaml.safe_load(args.plan.read_text())
-    if args.table not in plan or "seeds" not in plan[args.table]:
-        parser.error(f"table={args.table!r} is not allowed: expected one of "
-                     + ", ".join(k for k, v in plan.items() if "seeds" in v and "budget" in v))
+    tables = [k for k, v in plan.items() if "seeds" in v and ("budget" in v or "epochs" in v)]
+    if args.table not in tables:
+        parser.error(f"table={args.table!r} is not allowed: expected one of {', '.join(tables)}")
     spec = plan[args.table]
     for name, given, allowed in (("settings", args.settings, spec["settings"]), ("kinds", args.kinds, list(spec["seeds"]))):
         for value in given or []:
             if value not in allowed:
                 parser.error(f"--{name} {value} is not allowed: expected one of {', '.join(allowed)}")
-    budget = budget_name(seconds(spec["budget"]))
-    done = recorded(read_rows(args.records), budget, cpu(machine()))
+    done = recorded(read_rows(args.records), table_budget(spec), cpu(machine()))
     todo = commands(args.table, plan, args.settings, args.kinds, args.seeds, done)
     env = {**os.environ, "OMP_NUM_THREADS": str(spec.get("threads", 1))}
     for cell, train_args in todo:

@@ -184,6 +184,28 @@ def test_a_change_to_a_recipe_is_its_own_cell_read_on_top_of_the_recipe():
     assert commands("hard-search", plan, ["mnist"], None, [100], done=set(todo)) == []
 
 
+def test_a_long_table_trains_its_epochs_without_a_clock_and_only_long_runs_fill_it():
+    """soft-long: the recipe unchanged, a number of epochs and no wall-clock limit (so the schedule spans
+    the epochs); its cells are filled by long runs only, never by the 15-minute run of the same seed; and
+    its seeds were never planned for another table."""
+    from glimpse.experiment import PLAN, commands, recorded, table_budget
+
+    plan = yaml.safe_load(PLAN.read_text())
+    spec = plan["soft-long"]
+    todo = commands("soft-long", plan, None, None, None, done=set())
+    assert [c[:2] for c, _ in todo] == [(s, "soft") for s in spec["settings"]] and table_budget(spec) == "long"
+    for (setting, _, seed, recipe), args in todo:
+        assert recipe == f"configs/recipes/{setting}.yaml" and "--trainer.max_time" not in args
+        assert args[args.index("--trainer.max_epochs") + 1] == str(spec["epochs"])
+    row = {"setting": "cluttered60", "kind": "soft", "seed": "300", "recipe": "configs/recipes/cluttered60.yaml",
+           "machine": "AMD EPYC, 1 threads"}
+    assert recorded([{**row, "budget": "equal-15min"}], "long", "AMD EPYC") == set()
+    assert recorded([{**row, "budget": "long"}], "long", "AMD EPYC") == {tuple(row[k] for k in ("setting", "kind", "seed", "recipe"))}
+    others = {s for name, t in plan.items() if name != "soft-long" for s in
+              (t["seeds"] if isinstance(t["seeds"], list) else [x for v in t["seeds"].values() for x in v])}
+    assert not others & set(spec["seeds"]["soft"])
+
+
 def test_budget_names():
     assert budget_name(seconds("00:00:15:00")) == "equal-15min" and budget_name(None) == "long"
     assert budget_name(seconds("00:00:00:06")) == "equal-0.1min"
