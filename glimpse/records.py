@@ -24,6 +24,12 @@ SETTINGS = ("mnist", "translated60", "cluttered60", "cluttered100")
 COLUMNS = ("run", "started", "setting", "kind", "recipe", "budget", "seed", "epochs", "train_minutes", "machine", "commit",
            "precision", "val_error", "test_error_one_path", "test_error_m10", "pixels_per_image",
            "pixels_per_image_m10")
+# The columns of docs/curves.csv, beside it: each recorded run's one-path validation error at every
+# validation, against the minutes since the run's first log. Why a file: a run folder does not outlive
+# its machine, and a folder name comes back in a later session, so a figure drawn from folders loses
+# runs or draws another run's curve; one drawn from these rows is the same on any machine.
+CURVE_COLUMNS = ("run", "started", "epoch", "minutes", "val_error_one_path")
+CURVE_TAG = "val/error_one_path"
 
 
 def setting_name(dataset: str, canvas: int) -> str:
@@ -115,12 +121,17 @@ def write_rows(csv_path: Path, rows: list[dict]) -> None:
     order = {s: i for i, s in enumerate(SETTINGS)}
     rows = sorted(rows, key=lambda r: (order.get(r["setting"], 99), r["kind"], r["budget"], r["recipe"],
                                        int(r["seed"]), r["run"], r["started"]))
-    tmp = Path(csv_path).with_suffix(".csv.tmp")
+    write_csv(Path(csv_path), COLUMNS, rows)
+
+
+def write_csv(path: Path, columns: tuple[str, ...], rows: list[dict]) -> None:
+    """Write rows atomically (a crash leaves the old file, never half of one), in the order given."""
+    tmp = path.with_suffix(".csv.tmp")
     with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS, lineterminator="\n")
+        writer = csv.DictWriter(f, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
-        writer.writerows({k: r.get(k, "") for k in COLUMNS} for r in rows)
-    os.replace(tmp, csv_path)
+        writer.writerows({k: r.get(k, "") for k in columns} for r in rows)
+    os.replace(tmp, path)
 
 
 def row_from_run(run_dir: Path) -> dict:
@@ -161,17 +172,48 @@ def training_minutes(last: Path) -> float | None:
     return None if not timer else round(timer["time_elapsed"]["train"] / 60, 2)
 
 
-def add_runs(csv_path: Path, run_dirs: list[Path]) -> list[dict]:
-    """Add (or replace, by run folder and start time) the rows of these runs; returns the new rows.
+def curves_path(csv_path: Path) -> Path:
+    """The curves file that belongs to a runs.csv: curves.csv in the same folder."""
+    return Path(csv_path).with_name("curves.csv")
 
-    Holds a lock on the file while it reads and rewrites it: two runners, one per core, may finish
-    at the same moment."""
+
+def curve_rows(run_dir: Path, row: dict) -> list[dict]:
+    """The curve rows of one run, read from its TensorBoard log; none for a run that never validated."""
+    from glimpse.checks import ConfigError
+    from glimpse.plots import curve
+
+    try:
+        epochs, values, minutes = curve(Path(run_dir), CURVE_TAG)
+    except ConfigError:
+        return []
+    return [{"run": row["run"], "started": row["started"], "epoch": str(e), "minutes": f"{m:.3f}",
+             "val_error_one_path": f"{v:.6g}"} for e, v, m in zip(epochs, values, minutes)]
+
+
+def read_curves(csv_path: Path) -> dict[tuple[str, str], list[dict]]:
+    """The curves of a runs.csv, by (run, started): the key of its rows."""
+    out: dict[tuple[str, str], list[dict]] = {}
+    for r in read_rows(curves_path(csv_path)):
+        out.setdefault((r["run"], r["started"]), []).append(r)
+    return out
+
+
+def add_runs(csv_path: Path, run_dirs: list[Path]) -> list[dict]:
+    """Add (or replace, by run folder and start time) the rows of these runs and their curves; returns
+    the new rows.
+
+    Holds a lock on the file while it reads and rewrites both files: two runners, one per core, may
+    finish at the same moment."""
     key = lambda r: (r["run"], r["started"])  # noqa: E731  a folder name can come back in a later session
     new = [row_from_run(d) for d in run_dirs]
+    new_curves = {key(row): curve_rows(d, row) for d, row in zip(run_dirs, new)}
     with open(Path(csv_path).with_suffix(".csv.lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         rows = {key(r): r for r in read_rows(csv_path)}
         for row in new:
             rows[key(row)] = {k: "" if row[k] is None else str(row[k]) for k in COLUMNS}
         write_rows(csv_path, list(rows.values()))
+        curves = read_curves(csv_path) | new_curves
+        write_csv(curves_path(csv_path), CURVE_COLUMNS, [r for run in sorted(curves) for r in curves[run]])
     return new
+

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from glimpse.cli import DEFAULT_CONFIGS
-from glimpse.records import SETTINGS, add_runs, cpu, read_rows
+from glimpse.records import SETTINGS, add_runs, cpu, read_curves, read_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCUMENTS = ("README.md", "docs/results.md")
@@ -238,26 +238,38 @@ def render(text: str, rows: list[dict], source: str = "") -> str:
     return BLOCK.sub(fill, text)
 
 
-def figures(rows: list[dict], out_dir: Path) -> list[Path]:
+def drawn(rows: list[dict], curves: dict[tuple[str, str], list[dict]]) -> list[list[dict]]:
+    """The recorded curves of these rows; a row recorded before curves were has none."""
+    return [curves[key] for r in rows if curves.get(key := (r["run"], r["started"]))]
+
+
+def legend(rows: list[dict], curves: dict[tuple[str, str], list[dict]]) -> dict[str, str]:
+    """Each kind's legend entry: how many of its runs the figure draws."""
+    return {kind: f"{kind} ({len(drawn(mine, curves))} of {len(mine)} runs)" for (kind,), mine in groups(rows, "kind").items()}
+
+
+def figures(rows: list[dict], curves: dict[tuple[str, str], list[dict]], out_dir: Path) -> list[Path]:
     """One-path validation error against wall-clock minutes, one figure per setting of the equal-time table
-    and machine, one line per run, one colour per kind: drawn from the run folders still on this machine."""
+    and machine, one line per run, one colour per kind: drawn from the recorded curves (docs/curves.csv),
+    never from run folders, so the figure is the same on any machine. A run recorded before curves were
+    is left out, and the legend says how many of each kind's runs are drawn; a setting with no curve
+    at all keeps the figure it has."""
     import matplotlib.pyplot as plt
     from matplotlib.ticker import FuncFormatter
 
-    from glimpse.plots import curve
-
     written = []
+    out_dir.mkdir(parents=True, exist_ok=True)
     for (setting, budget, machine), rs in groups(equal_rows(rows), "setting", "budget", "machine").items():
-        present = [r for r in rs if Path(r["run"]).is_dir()]
-        if not present:
+        if not drawn(rs, curves):
             continue
         fig, ax = plt.subplots(figsize=(6, 4))
         colours = {k: f"C{i}" for i, k in enumerate(KIND_ORDER)}
-        for kind, mine in groups(present, "kind").items():
-            for n, r in enumerate(mine):
-                _, values, minutes = curve(Path(r["run"]), "val/error_one_path")
-                ax.plot(minutes, [100 * v for v in values], color=colours[kind[0]], alpha=0.8,
-                        label=kind[0] if n == 0 else None)
+        labels = legend(rs, curves)
+        for (kind,), mine in groups(rs, "kind").items():
+            lines = drawn(mine, curves) or [[]]  # a kind with no curve keeps its legend entry: "0 of n runs"
+            for n, points in enumerate(lines):
+                ax.plot([float(p["minutes"]) for p in points], [100 * float(p["val_error_one_path"]) for p in points],
+                        color=colours[kind], alpha=0.8, label=labels[kind] if n == 0 else None)
         ax.set(xlabel="wall-clock minutes", ylabel="validation error %, one path", yscale="log",
                title=f"{setting}, {budget.removeprefix('equal-')} per run, {cpu(machine)}")
         # errors as plain numbers (1, 2, 5, 10, 20, 50), not as 2x10^0; other minor ticks unlabelled
@@ -309,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(f"rewrote {', '.join(stale)}" if stale else "nothing to rewrite")
     if args.figures:
-        for path in figures(rows, args.root / "docs" / "figures"):
+        for path in figures(rows, read_curves(args.records), args.root / "docs" / "figures"):
             print(f"wrote {path}")
     return 0
 

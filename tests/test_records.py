@@ -223,13 +223,48 @@ def test_a_wall_clock_budget_stops_the_run_and_the_schedule_spans_it(cli):
     assert summary["budget"] == "equal-0.07min" and 0.06 < summary["train_minutes"] < 0.2
 
 
-def test_figures_draw_every_equal_time_run_still_present(finished, tmp_path):
-    from PIL import Image
+def test_a_recorded_run_keeps_its_validation_curve_beside_its_row(finished, tmp_path):
+    """docs/curves.csv holds what TensorBoard logged of the one-path validation error, keyed like the
+    row; adding the run again replaces its curve instead of adding a second one."""
+    from glimpse.plots import curve
+    from glimpse.records import CURVE_TAG, add_runs, curves_path, read_curves
 
     _, run = finished
-    row = {c: "" for c in COLUMNS} | {"run": str(run), "setting": "mnist", "kind": "hard", "budget": "equal-15min",
-                                      "recipe": RECIPE, "machine": "AMD EPYC 9B14 @ 2.6GHz, 1 threads"}
-    gone = row | {"run": str(tmp_path / "gone"), "kind": "soft"}
-    (path,) = report.figures([row, gone], tmp_path)
+    records = tmp_path / "runs.csv"
+    (row,) = add_runs(records, [run])
+    epochs, values, minutes = curve(run, CURVE_TAG)
+    (points,) = read_curves(records).values()
+    assert [int(p["epoch"]) for p in points] == epochs and len(epochs) >= 1
+    assert [float(p["val_error_one_path"]) for p in points] == pytest.approx(values, rel=1e-5)
+    assert [float(p["minutes"]) for p in points] == pytest.approx(minutes, abs=1e-3)
+    assert {(p["run"], p["started"]) for p in points} == {(row["run"], row["started"])}
+    add_runs(records, [run])
+    assert len(read_rows(curves_path(records))) == len(epochs)
+
+
+def test_figures_are_drawn_from_the_recorded_curves_not_from_run_folders(finished, tmp_path):
+    """A run folder does not outlive its machine and its name comes back in a later session: the figure
+    is drawn from docs/curves.csv, is the same when the folder is gone, and counts the runs it could not
+    draw."""
+    import shutil
+
+    from PIL import Image
+
+    from glimpse.records import add_runs, read_curves
+
+    _, run = finished
+    copy = tmp_path / "runs" / "equal-time-mnist-hard-s100" / "version_0"
+    shutil.copytree(run, copy)
+    records = tmp_path / "runs.csv"
+    (row,) = add_runs(records, [copy])
+    row = {k: str(v) for k, v in row.items()} | {"budget": "equal-15min", "recipe": RECIPE,
+                                              "machine": "AMD EPYC 9B14 @ 2.6GHz, 1 threads"}
+    unrecorded = row | {"kind": "soft", "started": "2020-01-01T00:00:00Z"}  # recorded before curves were
+    curves = read_curves(records)
+    (path,) = report.figures([row, unrecorded], curves, tmp_path / "a")
     assert path.name == "equal-time-mnist-amd-epyc-9b14.png" and Image.open(path).size[0] > 300
-    assert report.figures([gone], tmp_path) == []  # no run folder here: nothing to draw
+    shutil.rmtree(copy)
+    (again,) = report.figures([row, unrecorded], read_curves(records), tmp_path / "b")
+    assert again.read_bytes() == path.read_bytes()
+    assert report.figures([unrecorded], curves, tmp_path / "c") == []  # no curve: nothing drawn
+    assert report.legend([row, unrecorded], curves) == {"hard": "hard (1 of 1 runs)", "soft": "soft (0 of 1 runs)"}
