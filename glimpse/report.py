@@ -157,6 +157,14 @@ def search(rows: list[dict]) -> str:
     return markdown(header, body) + f"\nMachine: {machines(tried)}.\n"
 
 
+def cost(rows: list[dict]) -> str:
+    """What a run of these cost: its epochs and minutes of training (validation included), and where."""
+    minutes = numbers(rows, "train_minutes")
+    where = "; ".join(sorted({r["machine"].replace(", 1 threads", ", 1 thread") for r in rows}))
+    return (f"{statistics.mean(numbers(rows, 'epochs')):.0f} epochs, "
+            f"{statistics.mean(minutes):.0f} min ({where})" if minutes else "–")
+
+
 def best(rows: list[dict]) -> str:
     """Per setting and kind, the long-budget recipe with the lowest mean validation error (never test)."""
     rows = [r for r in rows if r["budget"] == "long"]
@@ -167,11 +175,12 @@ def best(rows: list[dict]) -> str:
         recipes = groups(rs, "recipe")
         recipe, chosen = min(recipes.items(), key=lambda kv: statistics.mean(numbers(kv[1], "val_error")))
         body.append([setting, kind, f"`{recipe[0]}`", seeds(chosen), f"**{percent(numbers(chosen, 'test_error_one_path'))}**",
-                     percent(numbers(chosen, "test_error_m10")), pixels(chosen, "pixels_per_image"),
+                     percent(numbers(chosen, "test_error_m10")), pixels(chosen, "pixels_per_image"), cost(chosen),
                      f"{PAPER[setting]:.2f}", f"{BEST_PUBLIC_M10[setting]:.2f}"])
     header = ["setting", "kind", "recipe (chosen on validation)", "seeds", "test error %, one path",
-              "test error %, M = 10", "pixels / image, one path", "paper %", "best public %, M paths"]
-    return markdown(header, body) + f"\nMachine: {machines(rows)}.\n"
+              "test error %, M = 10", "pixels / image, one path", "training, mean per run", "paper %",
+              "best public %, M paths"]
+    return markdown(header, body)
 
 
 def default_run(rows: list[dict]) -> str:

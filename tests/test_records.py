@@ -125,9 +125,9 @@ def test_equal_time_and_best_tables_average_seeds_and_choose_on_validation():
     assert "| mnist | 15min | Intel Xeon | **7.00 (1)** |" in report.answer(rows + other)
     assert "| the recipe as it is | 100 | 2.00 | 1.00 |" in report.search(rows + other + change)  # not 7.00
     # best: the recipe with the lower VALIDATION error wins, even though its test error is higher
-    long = [base | {"kind": "soft", "budget": "long", "seed": "1", "recipe": name, "val_error": val,
+    long = [base | {"kind": "soft", "budget": "long", "seed": "1", "recipe": name, "val_error": val, "train_minutes": "90.4",
                     "test_error_one_path": test} for name, val, test in (("a", "0.01", "0.05"), ("b", "0.02", "0.01"))]
-    assert "| mnist | soft | `a` | 1 | **5.00** |" in report.best(long)
+    assert "| mnist | soft | `a` | 1 | **5.00** | – | 384 | 10 epochs, 90 min (m) |" in report.best(long)
 
 
 def test_unknown_block_is_refused():
