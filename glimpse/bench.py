@@ -129,9 +129,9 @@ def measure(kind: str, name: str, canvas: int | None, steps: int, warmup: int, b
     # (its large tensors) and for no other cell.
     data.prepare_data()
     data.setup("fit")
-    bare(model, data, max(1, warmup), max(1, warmup), trainer.precision_plugin.forward_context)
-    trainer.fit(model, datamodule=data)
     forward_context = trainer.precision_plugin.forward_context
+    bare(model, data, max(1, warmup), max(1, warmup), forward_context)
+    trainer.fit(model, datamodule=data)
     bare_img_s, bare_images = bare(model, data, steps, warmup, forward_context)
     device = model.device
     images = next(iter(data.val_dataloader()))[0][:batch].to(device)

@@ -172,6 +172,12 @@ def training_minutes(last: Path) -> float | None:
     return None if not timer else round(timer["time_elapsed"]["train"] / 60, 2)
 
 
+def run_key(row: dict) -> tuple[str, str]:
+    """What identifies a recorded run: its folder and its start time (a folder name comes back in a
+    later session)."""
+    return row["run"], row["started"]
+
+
 def curves_path(csv_path: Path) -> Path:
     """The curves file that belongs to a runs.csv: curves.csv in the same folder."""
     return Path(csv_path).with_name("curves.csv")
@@ -194,7 +200,7 @@ def read_curves(csv_path: Path) -> dict[tuple[str, str], list[dict]]:
     """The curves of a runs.csv, by (run, started): the key of its rows."""
     out: dict[tuple[str, str], list[dict]] = {}
     for r in read_rows(curves_path(csv_path)):
-        out.setdefault((r["run"], r["started"]), []).append(r)
+        out.setdefault(run_key(r), []).append(r)
     return out
 
 
@@ -204,16 +210,14 @@ def add_runs(csv_path: Path, run_dirs: list[Path]) -> list[dict]:
 
     Holds a lock on the file while it reads and rewrites both files: two runners, one per core, may
     finish at the same moment."""
-    key = lambda r: (r["run"], r["started"])  # noqa: E731  a folder name can come back in a later session
     new = [row_from_run(d) for d in run_dirs]
-    new_curves = {key(row): curve_rows(d, row) for d, row in zip(run_dirs, new)}
+    new_curves = {run_key(row): curve_rows(d, row) for d, row in zip(run_dirs, new)}
     with open(Path(csv_path).with_suffix(".csv.lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        rows = {key(r): r for r in read_rows(csv_path)}
+        rows = {run_key(r): r for r in read_rows(csv_path)}
         for row in new:
-            rows[key(row)] = {k: "" if row[k] is None else str(row[k]) for k in COLUMNS}
+            rows[run_key(row)] = {k: "" if row[k] is None else str(row[k]) for k in COLUMNS}
         write_rows(csv_path, list(rows.values()))
         curves = read_curves(csv_path) | new_curves
         write_csv(curves_path(csv_path), CURVE_COLUMNS, [r for run in sorted(curves) for r in curves[run]])
     return new
-

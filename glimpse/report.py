@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from glimpse.cli import DEFAULT_CONFIGS
-from glimpse.records import SETTINGS, add_runs, cpu, read_curves, read_rows
+from glimpse.records import SETTINGS, add_runs, cpu, read_curves, read_rows, run_key
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCUMENTS = ("README.md", "docs/results.md")
@@ -249,7 +249,7 @@ def render(text: str, rows: list[dict], source: str = "") -> str:
 
 def drawn(rows: list[dict], curves: dict[tuple[str, str], list[dict]]) -> list[list[dict]]:
     """The recorded curves of these rows; a row recorded before curves were has none."""
-    return [curves[key] for r in rows if curves.get(key := (r["run"], r["started"]))]
+    return [curves[run_key(r)] for r in rows if curves.get(run_key(r))]
 
 
 def legend(rows: list[dict], curves: dict[tuple[str, str], list[dict]]) -> dict[str, str]:
