@@ -201,9 +201,12 @@ def test_a_long_table_trains_its_epochs_without_a_clock_and_only_long_runs_fill_
            "machine": "AMD EPYC, 1 threads"}
     assert recorded([{**row, "budget": "equal-15min"}], "long", "AMD EPYC") == set()
     assert recorded([{**row, "budget": "long"}], "long", "AMD EPYC") == {tuple(row[k] for k in ("setting", "kind", "seed", "recipe"))}
-    others = {s for name, t in plan.items() if name != "soft-long" for s in
-              (t["seeds"] if isinstance(t["seeds"], list) else [x for v in t["seeds"].values() for x in v])}
-    assert not others & set(spec["seeds"]["soft"])
+    long = {n for n, t in plan.items() if "epochs" in t}
+    assert {"soft-long", "kinds-long"} <= long
+    for kind, seeds in ((k, v) for n in long for k, v in plan[n]["seeds"].items()):
+        # a long run's seed is fresh for its kind: never planned for that kind in another kind of table
+        used = {x for n, t in plan.items() if n not in long and isinstance(t["seeds"], dict) for x in t["seeds"].get(kind, [])}
+        assert not used & set(seeds) and not set(plan["confirmation"]["seeds"]) & set(seeds), kind
 
 
 def test_budget_names():
