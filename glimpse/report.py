@@ -136,7 +136,9 @@ def answer(rows: list[dict]) -> str:
 def search(rows: list[dict]) -> str:
     """Changes to a recipe (a variant's file on top of it), each beside the recipe as it is: the same
     setting, kind and budget, the variant's seeds. Judged on the mean validation error, which the
-    table marks; the test errors are each run's one evaluation, shown, never chosen on."""
+    table marks; the test errors are each run's one evaluation, shown, never chosen on. The epochs say
+    what the wall-clock budget bought: a control run in another session on the same processor can have
+    bought more or fewer."""
     tried = [r for r in rows if r["budget"].startswith("equal-") and not plain(r)]
     if not tried:
         return NONE_YET
@@ -149,11 +151,12 @@ def search(rows: list[dict]) -> str:
         val = {name: statistics.mean(numbers(g, "val_error")) for name, g in options.items() if numbers(g, "val_error")}
         for name, g in options.items():
             mark = " (lowest)" if val and name == min(val, key=val.get) else ""
-            body.append([setting, budget.removeprefix("equal-"), kind, name, seeds(g) if g else "–",
+            epochs = f"{statistics.mean(numbers(g, 'epochs')):.1f}" if g else "–"
+            body.append([setting, budget.removeprefix("equal-"), kind, name, seeds(g) if g else "–", epochs,
                          f"{percent(numbers(g, 'val_error'))}{mark}", percent(numbers(g, "test_error_one_path")),
                          percent(numbers(g, "test_error_m10"))])
-    header = ["setting", "budget", "kind", "change", "seeds", "val error %, one path", "test error %, one path",
-              "test error %, M = 10"]
+    header = ["setting", "budget", "kind", "change", "seeds", "epochs", "val error %, one path",
+              "test error %, one path", "test error %, M = 10"]
     return markdown(header, body) + f"\nMachine: {machines(tried)}.\n"
 
 
