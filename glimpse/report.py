@@ -169,15 +169,17 @@ def cost(rows: list[dict]) -> str:
 
 
 def best(rows: list[dict]) -> str:
-    """Per setting and kind, the long-budget recipe with the lowest mean validation error (never test)."""
+    """Per setting and kind, the long-budget recipe with the lowest mean validation error (never test). An
+    option is a recipe trained for a number of epochs: runs of one recipe for different numbers of epochs
+    are different options, never averaged together."""
     rows = [r for r in rows if r["budget"] == "long"]
     if not rows:
         return NONE_YET
     body = []
     for (setting, kind), rs in groups(rows, "setting", "kind").items():
-        recipes = groups(rs, "recipe")
-        recipe, chosen = min(recipes.items(), key=lambda kv: statistics.mean(numbers(kv[1], "val_error")))
-        body.append([setting, kind, f"`{recipe[0]}`", seeds(chosen), f"**{percent(numbers(chosen, 'test_error_one_path'))}**",
+        options = groups(rs, "recipe", "epochs")
+        (recipe, _), chosen = min(options.items(), key=lambda kv: statistics.mean(numbers(kv[1], "val_error")))
+        body.append([setting, kind, f"`{recipe}`", seeds(chosen), f"**{percent(numbers(chosen, 'test_error_one_path'))}**",
                      percent(numbers(chosen, "test_error_m10")), pixels(chosen, "pixels_per_image"), cost(chosen),
                      f"{PAPER[setting]:.2f}", f"{BEST_PUBLIC_M10[setting]:.2f}"])
     header = ["setting", "kind", "recipe (chosen on validation)", "seeds", "test error %, one path",

@@ -128,6 +128,11 @@ def test_equal_time_and_best_tables_average_seeds_and_choose_on_validation():
     long = [base | {"kind": "soft", "budget": "long", "seed": "1", "recipe": name, "val_error": val, "train_minutes": "90.4",
                     "test_error_one_path": test} for name, val, test in (("a", "0.01", "0.05"), ("b", "0.02", "0.01"))]
     assert "| mnist | soft | `a` | 1 | **5.00** | – | 384 | 10 epochs, 90 min (m) |" in report.best(long)
+    # the same recipe for more epochs is another option: chosen on its own validation error, not averaged in
+    longer = base | {"kind": "soft", "budget": "long", "seed": "2", "recipe": "a", "epochs": "40", "val_error": "0.005",
+                     "train_minutes": "360", "test_error_one_path": "0.02"}
+    assert "| mnist | soft | `a` | 2 | **2.00** | – | 384 | 40 epochs, 360 min (m) |" in report.best(long + [longer])
+    assert "| mnist | soft | `a` | 1 | **5.00** |" in report.best(long + [longer | {"val_error": "0.03"}])
 
 
 def test_unknown_block_is_refused():
