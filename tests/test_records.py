@@ -212,6 +212,9 @@ def test_a_long_table_trains_its_epochs_without_a_clock_and_only_long_runs_fill_
         # a long run's seed is fresh for its kind: never planned for that kind in another kind of table
         used = {x for n, t in plan.items() if n not in long and isinstance(t["seeds"], dict) for x in t["seeds"].get(kind, [])}
         assert not used & set(seeds) and not set(plan["confirmation"]["seeds"]) & set(seeds), kind
+    for kind in {k for n in long for k in plan[n]["seeds"]}:  # and a seed runs a kind in one long table only
+        planned = [x for n in long for x in plan[n]["seeds"].get(kind, [])]
+        assert len(planned) == len(set(planned)), kind
 
 
 def test_budget_names():
