@@ -42,8 +42,22 @@ class Scorer(nn.Module):
         self.v = nn.Linear(size, 1) if kind == "additive" else None
 
     def forward(self, keys: Tensor, h: Tensor) -> Tensor:
-        """keys (B, L, A) = self.key(f) computed once, h (B, hidden) -> scores (B, L)."""
+        """keys (B, L, A) = self.key(f) computed once, h (B, hidden) -> scores (B, L).
+
+        The additive score v . tanh(k + q) + b is computed as 2v . sigmoid(2(k + q)) + b - sum(v), the
+        same function (tanh z = 2 sigmoid(2z) - 1): its (B, L, A) pass, the largest elementwise one of
+        soft's step, runs several times faster as a sigmoid than as a tanh on CPUs (``definition``
+        is the plain form, the reference the tests compare this with).
+        """
         q = self.query(h)  # (B, A)
+        if self.kind == "additive":
+            s = torch.sigmoid(torch.add(2 * q[:, None], keys, alpha=2))  # sigmoid(2(k + q)), one pass
+            return F.linear(s, 2 * self.v.weight, self.v.bias - self.v.weight.sum()).squeeze(-1)
+        return (keys @ q[..., None]).squeeze(-1) / math.sqrt(self.size)
+
+    def definition(self, keys: Tensor, h: Tensor) -> Tensor:
+        """The scores as written in the papers: v . tanh(k + q) + b (additive) or k . q / sqrt(A)."""
+        q = self.query(h)
         if self.kind == "additive":
             return self.v(torch.tanh(keys + q[:, None])).squeeze(-1)
         return (keys @ q[..., None]).squeeze(-1) / math.sqrt(self.size)
