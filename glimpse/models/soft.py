@@ -56,11 +56,8 @@ class Scorer(nn.Module):
         return (keys @ q[..., None]).squeeze(-1) / math.sqrt(self.size)
 
     def definition(self, keys: Tensor, h: Tensor) -> Tensor:
-        """The scores as written in the papers: v . tanh(k + q) + b (additive) or k . q / sqrt(A)."""
-        q = self.query(h)
-        if self.kind == "additive":
-            return self.v(torch.tanh(keys + q[:, None])).squeeze(-1)
-        return (keys @ q[..., None]).squeeze(-1) / math.sqrt(self.size)
+        """The additive score as written in the papers, v . tanh(k + q) + b (the dot score has one form)."""
+        return self.v(torch.tanh(keys + self.query(h)[:, None])).squeeze(-1)
 
     def macs(self, locations: int, hidden: int) -> tuple[int, int]:
         """(once per image, once per step) multiply-adds."""
