@@ -138,26 +138,27 @@ def search(rows: list[dict]) -> str:
     setting, kind and budget, the variant's seeds. Judged on the mean validation error, which the
     table marks; the test errors are each run's one evaluation, shown, never chosen on. The epochs say
     what the wall-clock budget bought: a control run in another session on the same processor can have
-    bought more or fewer."""
+    bought more or fewer. Each machine is a group of its own, as in the equal-time table: its budget buys
+    other work, so its runs are never averaged with another machine's."""
     tried = [r for r in rows if r["budget"].startswith("equal-") and not plain(r)]
     if not tried:
         return NONE_YET
-    body, recipes = [], groups(equal_rows(rows), "setting", "budget", "kind")
-    for (setting, budget, kind), rs in groups(tried, "setting", "budget", "kind").items():
-        tried_on = {(r["seed"], r["machine"]) for r in rs}  # paired: the same seed on the same machine
-        control = [r for r in recipes.get((setting, budget, kind), []) if (r["seed"], r["machine"]) in tried_on]
+    body, recipes = [], groups(equal_rows(rows), "setting", "budget", "machine", "kind")
+    for (setting, budget, machine, kind), rs in groups(tried, "setting", "budget", "machine", "kind").items():
+        tried_on = {r["seed"] for r in rs}  # paired: the same seed on the same machine
+        control = [r for r in recipes.get((setting, budget, machine, kind), []) if r["seed"] in tried_on]
         options = {"the recipe as it is": control} | {
             "+ `" + recipe[0].split("+", 1)[1] + "`": g for recipe, g in groups(rs, "recipe").items()}
         val = {name: statistics.mean(numbers(g, "val_error")) for name, g in options.items() if numbers(g, "val_error")}
         for name, g in options.items():
             mark = " (lowest)" if val and name == min(val, key=val.get) else ""
             epochs = f"{statistics.mean(numbers(g, 'epochs')):.1f}" if g else "–"
-            body.append([setting, budget.removeprefix("equal-"), kind, name, seeds(g) if g else "–", epochs,
+            body.append([setting, budget.removeprefix("equal-"), cpu(machine), kind, name, seeds(g) if g else "–", epochs,
                          f"{percent(numbers(g, 'val_error'))}{mark}", percent(numbers(g, "test_error_one_path")),
                          percent(numbers(g, "test_error_m10"))])
-    header = ["setting", "budget", "kind", "change", "seeds", "epochs", "val error %, one path",
+    header = ["setting", "budget", "machine", "kind", "change", "seeds", "epochs", "val error %, one path",
               "test error %, one path", "test error %, M = 10"]
-    return markdown(header, body) + f"\nMachine: {machines(tried)}.\n"
+    return markdown(header, body) + f"\n{ONE_MACHINE} Machines: {machines(tried)}.\n"
 
 
 def cost(rows: list[dict]) -> str:

@@ -113,8 +113,8 @@ def test_equal_time_and_best_tables_average_seeds_and_choose_on_validation():
                    "seed": "100"} for r in rows[:1]]
     assert report.equal_time(rows + change) == report.equal_time(rows) and report.answer(rows + change) == report.answer(rows)
     screened = report.search(rows + change + [soft])
-    assert "| mnist | 15min | hard | the recipe as it is | 100 | 10.0 | 2.00 | 1.00 | 1.00 |" in screened  # seed 100 only
-    assert "| mnist | 15min | hard | + `configs/recipes/variants/x.yaml` | 100 | 10.0 | 1.00 (lowest) | 5.00 | 1.00 |" in screened
+    assert "| mnist | 15min | m | hard | the recipe as it is | 100 | 10.0 | 2.00 | 1.00 | 1.00 |" in screened  # seed 100 only
+    assert "| mnist | 15min | m | hard | + `configs/recipes/variants/x.yaml` | 100 | 10.0 | 1.00 (lowest) | 5.00 | 1.00 |" in screened
     assert "soft" not in screened and report.search(rows) == report.NONE_YET
     # a wall-clock budget buys different work on another processor: its runs are a row of their own,
     # never averaged with the first machine's, and a change is paired with the recipe's run on its machine
@@ -124,6 +124,12 @@ def test_equal_time_and_best_tables_average_seeds_and_choose_on_validation():
     assert "| mnist | 15min | Intel Xeon | hard | 100 | 10.0 | **7.00** |" in table
     assert "| mnist | 15min | Intel Xeon | **7.00 (1)** |" in report.answer(rows + other)
     assert "| the recipe as it is | 100 | 10.0 | 2.00 | 1.00 |" in report.search(rows + other + change)  # not 7.00
+    # ... and a change tried on both machines is two groups, each judged against its own machine's control
+    both = report.search(rows + other + change + [r | {"machine": other[0]["machine"], "val_error": "0.03",
+                                                        "test_error_one_path": "0.09"} for r in change])
+    assert "| mnist | 15min | m | hard | + `configs/recipes/variants/x.yaml` | 100 | 10.0 | 1.00 (lowest) | 5.00 |" in both
+    assert "| mnist | 15min | Intel Xeon | hard | the recipe as it is | 100 | 10.0 | 2.00 (lowest) | 7.00 |" in both
+    assert "| mnist | 15min | Intel Xeon | hard | + `configs/recipes/variants/x.yaml` | 100 | 10.0 | 3.00 | 9.00 |" in both
     # best: the recipe with the lower VALIDATION error wins, even though its test error is higher
     long = [base | {"kind": "soft", "budget": "long", "seed": "1", "recipe": name, "val_error": val, "train_minutes": "90.4",
                     "test_error_one_path": test} for name, val, test in (("a", "0.01", "0.05"), ("b", "0.02", "0.01"))]
