@@ -61,15 +61,19 @@ def test_rollout_shapes(kind):
         torch.testing.assert_close(out.weights.sum((2, 3)), torch.ones(3, 5))
 
 
-@pytest.mark.parametrize("kind, extra", [("hard", {}), ("soft", {}), ("choice", {}), ("choice", {"estimator": "gumbel"})])
+@pytest.mark.parametrize("kind, extra", [("hard", {}), ("hard", {"scales": 2, "start": "random"}), ("soft", {}),
+                                         ("choice", {}), ("choice", {"estimator": "gumbel"})])
 def test_samples_equal_repeated_images_and_share_the_grid_features(kind, extra):
     """``samples=M`` is the image repeated M times, draw for draw; the grid kinds read each image's
-    grid once instead of M times (what makes M-sample evaluation of choice cheap)."""
+    grid once instead of M times (what makes M-sample evaluation of choice cheap), and hard builds
+    each image's pyramid once."""
     net = build(kind, 28, glimpses=3, **extra)
     images = torch.rand(4, 1, 28, 28)
     rows = []
     if kind == "hard":
         net.glimpse.register_forward_hook(lambda module, args, out: rows.append(out.shape[:-1].numel()))
+        pyramid, built = net.retina.pyramid, []
+        net.retina.pyramid = lambda images: built.append(images.shape[0]) or pyramid(images)
     else:  # the grid's features, in whichever form they are computed
         features = net.features
         net.features = lambda images: rows.append(images.shape[0] * net.grid.shape[0]) or features(images)
@@ -81,8 +85,9 @@ def test_samples_equal_repeated_images_and_share_the_grid_features(kind, extra):
     torch.testing.assert_close(shared.logits, repeated.logits)
     torch.testing.assert_close(shared.locations, repeated.locations)
     assert shared.logits.shape == (12, 10)
-    if kind == "hard":  # one glimpse per rollout and step: nothing can be shared
+    if kind == "hard":  # one glimpse per rollout and step, but one pyramid per image
         assert read_shared == sum(rows) == 12 * 3
+        assert built == [4, 12]
     else:
         locations = net.grid.shape[0]
         assert (read_shared, sum(rows)) == (4 * locations, 12 * locations)
