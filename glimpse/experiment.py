@@ -27,15 +27,25 @@ ROOT = Path(__file__).resolve().parents[1]
 PLAN = ROOT / "configs" / "recipes" / "plan.yaml"
 
 
+def change_name(variant: str | None) -> str:
+    """What --variants calls a table's variant: its file's stem, or ``none`` for the recipe as it is."""
+    return Path(variant).stem if variant else "none"
+
+
 def commands(table: str, plan: dict, settings: list[str] | None, kinds: list[str] | None,
-             seeds: list[int] | None, done: set[tuple]) -> list[tuple[tuple, list[str]]]:
+             seeds: list[int] | None, done: set[tuple],
+             variants: list[str] | None = None) -> list[tuple[tuple, list[str]]]:
     """(cell, train.py arguments) of every planned run not yet recorded, in plan order. A cell is
     (setting, kind, seed, recipe); the recipe is the setting's file, plus a variant's file on top
-    where the table lists ``variants`` (changes to a recipe, screened against the recipe itself)."""
+    where the table lists ``variants`` (changes to a recipe, screened against the recipe itself; a
+    ``null`` variant is the recipe as it is, the control). ``variants`` picks some by change_name, so
+    two runners on two cores never pick the same cell."""
     spec = plan[table]
     out = []
     for setting in settings or spec["settings"]:
         for variant in spec.get("variants", [None]):
+            if variants and change_name(variant) not in variants:
+                continue
             configs = [f"configs/recipes/{setting}.yaml", *([variant] if variant else [])]
             change = f"-{Path(variant).stem}" if variant else ""
             for kind, planned in spec["seeds"].items():
@@ -80,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settings", nargs="+", help="only these settings (default: the plan's)")
     parser.add_argument("--kinds", nargs="+", help="only these kinds (default: the plan's)")
     parser.add_argument("--seeds", nargs="+", type=int, help="only these of the plan's seeds")
+    parser.add_argument("--variants", nargs="+", help="only these of the table's variants (a file's stem; none: the recipe as it is)")
     parser.add_argument("--plan", type=Path, default=PLAN)
     parser.add_argument("--records", type=Path, default=ROOT / "docs" / "runs.csv")
     parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
@@ -89,12 +100,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.table not in tables:
         parser.error(f"table={args.table!r} is not allowed: expected one of {', '.join(tables)}")
     spec = plan[args.table]
-    for name, given, allowed in (("settings", args.settings, spec["settings"]), ("kinds", args.kinds, list(spec["seeds"]))):
+    for name, given, allowed in (("settings", args.settings, spec["settings"]), ("kinds", args.kinds, list(spec["seeds"])),
+                                 ("variants", args.variants, [change_name(v) for v in spec.get("variants", [None])])):
         for value in given or []:
             if value not in allowed:
                 parser.error(f"--{name} {value} is not allowed: expected one of {', '.join(allowed)}")
     done = recorded(read_rows(args.records), table_budget(spec), cpu(machine()))
-    todo = commands(args.table, plan, args.settings, args.kinds, args.seeds, done)
+    todo = commands(args.table, plan, args.settings, args.kinds, args.seeds, done, args.variants)
     env = {**os.environ, "OMP_NUM_THREADS": str(spec.get("threads", 1))}
     for cell, train_args in todo:
         print("python train.py " + " ".join(train_args), flush=True)

@@ -216,11 +216,32 @@ def test_a_long_table_trains_its_epochs_without_a_clock_and_only_long_runs_fill_
     assert {"soft-long", "kinds-long"} <= long
     for kind, seeds in ((k, v) for n in long for k, v in plan[n]["seeds"].items()):
         # a long run's seed is fresh for its kind: never planned for that kind in another kind of table
-        used = {x for n, t in plan.items() if n not in long and isinstance(t["seeds"], dict) for x in t["seeds"].get(kind, [])}
-        assert not used & set(seeds) and not set(plan["confirmation"]["seeds"]) & set(seeds), kind
+        used = {x for n, t in plan.items() if n not in long for x in t["seeds"].get(kind, [])}
+        assert not used & set(seeds), kind
     for kind in {k for n in long for k in plan[n]["seeds"]}:  # and a seed runs a kind in one long table only
         planned = [x for n in long for x in plan[n]["seeds"].get(kind, [])]
         assert len(planned) == len(set(planned)), kind
+
+
+def test_a_confirmation_runs_the_change_and_its_control_on_seeds_no_other_table_uses():
+    """confirmation: the change and the recipe as it is (the control), the same fresh seeds and epochs;
+    --variants splits the table between two runners so that no cell is picked twice."""
+    from glimpse.experiment import PLAN, commands, main
+
+    plan = yaml.safe_load(PLAN.read_text())
+    spec = plan["confirmation"]
+    seeds = spec["seeds"]["hard"]
+    assert not {x for n, t in plan.items() if n != "confirmation" for x in t["seeds"].get("hard", [])} & set(seeds)
+    control = commands("confirmation", plan, ["mnist"], None, None, done=set(), variants=["none"])
+    change = commands("confirmation", plan, ["mnist"], None, None, done=set(), variants=["policy-hidden"])
+    assert [c[3] for c, _ in control] == [RECIPE] * len(seeds)
+    assert [c[3] for c, _ in change] == [f"{RECIPE}+configs/recipes/variants/policy-hidden.yaml"] * len(seeds)
+    assert {c for c, _ in control + change} == {c for c, _ in commands("confirmation", plan, ["mnist"], None, None, set())}
+    for _, args in control + change:
+        assert args[args.index("--trainer.max_epochs") + 1] == str(spec["epochs"]) and "--trainer.max_time" not in args
+    assert len({args[-1] for _, args in control + change}) == 2 * len(seeds)  # a run folder each
+    with pytest.raises(SystemExit):
+        main(["confirmation", "--variants", "bogus", "--dry-run"])
 
 
 def test_budget_names():
