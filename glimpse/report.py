@@ -133,18 +133,25 @@ def answer(rows: list[dict]) -> str:
                                      f"Machines: {machines(rows)}.\n")
 
 
+def span(row: dict) -> str:
+    """What a run's budget bought, as the search table names it: a wall-clock budget, or a long run's epochs."""
+    return row["budget"].removeprefix("equal-") if row["budget"] != "long" else f"{float(row['epochs']):.0f} epochs"
+
+
 def search(rows: list[dict]) -> str:
     """Changes to a recipe (a variant's file on top of it), each beside the recipe as it is: the same
-    setting, kind and budget, the variant's seeds. Judged on the mean validation error, which the
-    table marks; the test errors are each run's one evaluation, shown, never chosen on. The epochs say
-    what the wall-clock budget bought: a control run in another session on the same processor can have
-    bought more or fewer. Each machine is a group of its own, as in the equal-time table: its budget buys
-    other work, so its runs are never averaged with another machine's."""
-    tried = [r for r in rows if r["budget"].startswith("equal-") and not plain(r)]
+    setting, kind and budget (a wall-clock budget, or a long run's epochs), the variant's seeds. Judged
+    on the mean validation error, which the table marks; the test errors are each run's one evaluation,
+    shown, never chosen on. The epochs say what a wall-clock budget bought: a control run in another
+    session on the same processor can have bought more or fewer. Each machine is a group of its own, as
+    in the equal-time table: its budget buys other work, so its runs are never averaged with another
+    machine's."""
+    tried = [r for r in rows if "/variants/" in r["recipe"]]
     if not tried:
         return NONE_YET
-    body, recipes = [], groups(equal_rows(rows), "setting", "budget", "machine", "kind")
-    for (setting, budget, machine, kind), rs in groups(tried, "setting", "budget", "machine", "kind").items():
+    body, recipes = [], groups([r | {"span": span(r)} for r in rows if plain(r)], "setting", "span", "machine", "kind")
+    for (setting, budget, machine, kind), rs in groups([r | {"span": span(r)} for r in tried],
+                                                       "setting", "span", "machine", "kind").items():
         tried_on = {r["seed"] for r in rs}  # paired: the same seed on the same machine
         control = [r for r in recipes.get((setting, budget, machine, kind), []) if r["seed"] in tried_on]
         options = {"the recipe as it is": control} | {
@@ -153,7 +160,7 @@ def search(rows: list[dict]) -> str:
         for name, g in options.items():
             mark = " (lowest)" if val and name == min(val, key=val.get) else ""
             epochs = f"{statistics.mean(numbers(g, 'epochs')):.1f}" if g else "–"
-            body.append([setting, budget.removeprefix("equal-"), cpu(machine), kind, name, seeds(g) if g else "–", epochs,
+            body.append([setting, budget, cpu(machine), kind, name, seeds(g) if g else "–", epochs,
                          f"{percent(numbers(g, 'val_error'))}{mark}", percent(numbers(g, "test_error_one_path")),
                          percent(numbers(g, "test_error_m10"))])
     header = ["setting", "budget", "machine", "kind", "change", "seeds", "epochs", "val error %, one path",

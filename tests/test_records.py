@@ -130,6 +130,14 @@ def test_equal_time_and_best_tables_average_seeds_and_choose_on_validation():
     assert "| mnist | 15min | m | hard | + `configs/recipes/variants/x.yaml` | 100 | 10.0 | 1.00 (lowest) | 5.00 |" in both
     assert "| mnist | 15min | Intel Xeon | hard | the recipe as it is | 100 | 10.0 | 2.00 (lowest) | 7.00 |" in both
     assert "| mnist | 15min | Intel Xeon | hard | + `configs/recipes/variants/x.yaml` | 100 | 10.0 | 3.00 | 9.00 |" in both
+    # a change confirmed at a long budget: beside the recipe's long runs of the same seeds and epochs only
+    confirm = [r | {"budget": "long", "epochs": "150", "seed": "200"} for r in rows[:1] + change]
+    shorter = rows[1] | {"budget": "long", "epochs": "50", "seed": "200", "val_error": "0.001"}
+    confirmed = report.search(rows + change + confirm + [shorter])
+    assert "| mnist | 150 epochs | m | hard | the recipe as it is | 200 | 150.0 | 2.00 | 1.00 | 1.00 |" in confirmed
+    assert "| mnist | 150 epochs | m | hard | + `configs/recipes/variants/x.yaml` | 200 | 150.0 | 1.00 (lowest) |" in confirmed
+    assert "| mnist | 15min | m | hard | the recipe as it is | 100 | 10.0 | 2.00 | 1.00 | 1.00 |" in confirmed
+    assert "0.10" not in confirmed  # the 50-epoch run is no control of a 150-epoch change
     # best: the recipe with the lower VALIDATION error wins, even though its test error is higher
     long = [base | {"kind": "soft", "budget": "long", "seed": "1", "recipe": name, "val_error": val, "train_minutes": "90.4",
                     "test_error_one_path": test} for name, val, test in (("a", "0.01", "0.05"), ("b", "0.02", "0.01"))]
