@@ -115,8 +115,10 @@ def bare(model: GlimpseModel, data: GlimpseData, steps: int, warmup: int,
 
 
 def measure(kind: str, name: str, canvas: int | None, steps: int, warmup: int, batch: int, root: str,
-            precision: str = "32-true", compile: bool = False) -> dict:
-    """One cell: train (Lightning and bare) and eval images/s and peak memory."""
+            precision: str = "32-true", compile: bool = False, eval_seconds: float = 2.0) -> dict:
+    """One cell: train (Lightning and bare) and eval images/s and peak memory. Evaluation repeats one
+    batch for at least 3 batches and at least ``eval_seconds``: a few batches of a few milliseconds
+    each made the figure swing by a factor of two between runs of the same code."""
     data_kw, model_kw = setting(name, canvas)
     data = GlimpseData(root=root, batch_size=batch, **data_kw)
     model_kw = {k: v for k, v in model_kw.items() if kind in KIND_SETTINGS.get(k, (kind,))}  # as train.py reads a file
@@ -141,10 +143,11 @@ def measure(kind: str, name: str, canvas: int | None, steps: int, warmup: int, b
     with torch.no_grad(), forward_context():
         predict(images, samples)
         synchronize(device)
-        start, reps = time.perf_counter(), max(3, steps // 10)
-        for _ in range(reps):
+        start, reps = time.perf_counter(), 0
+        while reps < 3 or time.perf_counter() - start < eval_seconds:
             predict(images, samples)
-        synchronize(device)
+            reps += 1
+            synchronize(device)
         eval_seconds = time.perf_counter() - start
     peak = (torch.cuda.max_memory_allocated() if device.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
@@ -241,6 +244,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="instead of --settings: cluttered60's model (T=8, 12x12, 3 scales) on these canvases")
     parser.add_argument("--steps", type=int, default=60, help="timed training steps per cell")
     parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--eval-seconds", type=float, default=2.0,
+                        help="time evaluation for at least this long (and at least 3 batches)")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--root", default="data")
     parser.add_argument("--precision", default=default_precision(), choices=PRECISIONS,
@@ -262,7 +267,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.one:  # a child process: one cell, printed as JSON
         kind, name, canvas = args.one
         row = measure(kind, name, int(canvas) or None, args.steps, args.warmup, args.batch_size, args.root,
-                      args.precision, args.compile)
+                      args.precision, args.compile, args.eval_seconds)
         print(json.dumps(row))
         return
     GlimpseData(root=args.root).prepare_data()  # fetch MNIST once, before the children
@@ -295,7 +300,8 @@ def cells(args: argparse.Namespace) -> list[dict]:
     rows = []
     for kind, name, canvas in todo:
         cmd = [sys.executable, "-m", "glimpse.bench", "--one", kind, name, str(canvas), "--steps", str(args.steps),
-               "--warmup", str(args.warmup), "--batch-size", str(args.batch_size), "--root", args.root,
+               "--warmup", str(args.warmup), "--eval-seconds", str(args.eval_seconds),
+               "--batch-size", str(args.batch_size), "--root", args.root,
                "--precision", args.precision] + (["--compile"] if args.compile else [])
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode != 0:
