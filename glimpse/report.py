@@ -76,7 +76,8 @@ def pixels(rows: list[dict], column: str) -> str:
 
 
 def machines(rows: list[dict]) -> str:
-    return "; ".join(sorted({r["machine"] for r in rows}))
+    """The machines of these rows, once each, in words ("1 threads" as records spell it reads "1 thread")."""
+    return "; ".join(sorted({r["machine"].replace(", 1 threads", ", 1 thread") for r in rows}))
 
 
 def plain(row: dict) -> bool:
@@ -171,9 +172,8 @@ def search(rows: list[dict]) -> str:
 def cost(rows: list[dict]) -> str:
     """What a run of these cost: its epochs and minutes of training (validation included), and where."""
     minutes = numbers(rows, "train_minutes")
-    where = "; ".join(sorted({r["machine"].replace(", 1 threads", ", 1 thread") for r in rows}))
     return (f"{statistics.mean(numbers(rows, 'epochs')):.0f} epochs, "
-            f"{statistics.mean(minutes):.0f} min ({where})" if minutes else "–")
+            f"{statistics.mean(minutes):.0f} min ({machines(rows)})" if minutes else "–")
 
 
 def best(rows: list[dict]) -> str:
