@@ -258,15 +258,17 @@ def test_budget_names():
 
 
 def test_a_wall_clock_budget_stops_the_run_and_the_schedule_spans_it(cli):
-    """The equal-time table: --trainer.max_time stops training, and the learning rate has annealed to
-    (nearly) zero by then, whatever number of steps fitted in."""
+    """The equal-time table: --trainer.max_time stops training (no epoch limit here), and the learning
+    rate has annealed to (nearly) zero by then, whatever number of steps fitted in: the assertions hold
+    on a machine of any speed, so a slow or shared one does not fail them."""
     run = cli("--attention", "soft", "--trainer.max_time", "00:00:00:04", "--trainer.max_epochs", "-1",
-              "--trainer.limit_train_batches", "4", "--trainer.limit_val_batches", "2", "--trainer.limit_test_batches",
+              "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1", "--trainer.limit_test_batches",
               "2", *TINY[4:])
-    lr = run.trainer.optimizers[0].param_groups[0]["lr"]
-    assert run.trainer.current_epoch >= 2 and lr < 0.05 * run.model.hparams.lr, (run.trainer.current_epoch, lr)
+    lr, steps = run.trainer.optimizers[0].param_groups[0]["lr"], run.trainer.global_step
+    assert steps >= 2 and lr < 0.05 * run.model.hparams.lr, (steps, lr)
     summary = json.loads((Path(run.trainer.log_dir) / "run.json").read_text())
-    assert summary["budget"] == "equal-0.07min" and 0.06 < summary["train_minutes"] < 0.2
+    # at least the budget, and not much past it: Lightning checks the clock between steps
+    assert summary["budget"] == "equal-0.07min" and 0.06 < summary["train_minutes"] < 0.5, summary
 
 
 def test_a_recorded_run_keeps_its_validation_curve_beside_its_row(finished, tmp_path):
