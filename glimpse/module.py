@@ -186,7 +186,7 @@ class GlimpseModel(L.LightningModule):
 
     def predict_proba(self, images: Tensor, samples: int = 1, greedy: bool = False) -> Tensor:
         """Class probabilities averaged over ``samples`` rollouts: (B, classes)."""
-        out = self.net(images, greedy=greedy, samples=samples)
+        out = self.net(images, greedy=greedy, samples=samples, scored=False)  # no loss: only the logits
         return average_paths(out.logits, samples)
 
     def shared_step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:

@@ -93,6 +93,30 @@ def test_samples_equal_repeated_images_and_share_the_grid_features(kind, extra):
         assert (read_shared, sum(rows)) == (4 * locations, 12 * locations)
 
 
+@pytest.mark.parametrize("kind, extra", [("hard", {}), ("hard", {"policy_hidden": 8, "start": "random"}),
+                                         ("choice", {}), ("soft", {})])
+def test_prediction_draws_the_scored_paths_without_what_only_the_loss_reads(kind, extra):
+    """``scored=False`` (what predict_proba asks for) gives the same paths and logits as the full
+    rollout, draw for draw, and skips the log-probabilities and baselines: fewer calls of the
+    baseline, and none of the policy's scoring."""
+    net = build(kind, 28, glimpses=3, **extra)
+    images = torch.rand(4, 1, 28, 28)
+    calls = []
+    if hasattr(net, "baseline") and net.baseline is not None:
+        net.baseline.register_forward_hook(lambda *args: calls.append(1))
+    outs = {}
+    for scored in (True, False):
+        torch.manual_seed(2)
+        outs[scored] = net(images, samples=2, scored=scored)
+        calls.append(scored)
+    torch.testing.assert_close(outs[False].logits, outs[True].logits)
+    torch.testing.assert_close(outs[False].locations, outs[True].locations)
+    assert outs[False].log_probs is None and outs[False].baselines is None
+    if kind != "soft":  # soft has neither; choice (reinforce) and hard score every sampled step
+        assert outs[True].log_probs.shape[1] == 2 + (kind == "choice")
+        assert calls == [1] * outs[True].log_probs.shape[1] + [True, False]
+
+
 def grads_of(model, loss):
     model.zero_grad(set_to_none=True)
     loss.backward(retain_graph=True)

@@ -33,9 +33,12 @@ class RecurrentAttention(AttentionNet):
         loc = like.new_zeros(rollouts, 2)
         return loc if self.start == "centre" else loc.uniform_(-1, 1)
 
-    def forward(self, images: Tensor, greedy: bool = False, keep_patches: bool = False, samples: int = 1) -> Rollout:
+    def forward(self, images: Tensor, greedy: bool = False, keep_patches: bool = False, samples: int = 1,
+                scored: bool = True) -> Rollout:
         """images (B, C, H, W) -> Rollout of ``samples`` * B rollouts, sample-major (as
         ``images.repeat(samples, 1, 1, 1)``); ``greedy`` looks at the policy mean instead of sampling.
+        Without ``scored`` (prediction) the same paths are drawn but their log-probabilities, means
+        and baselines, which only the loss reads, are not computed (their fields are left empty).
 
         Every look depends on the path, but the image's pyramid does not: the M paths of an image read
         one pyramid, each glimpse as one of M locations in it, instead of a pyramid of M copies of the
@@ -53,7 +56,9 @@ class RecurrentAttention(AttentionNet):
             locations.append(loc)
             if keep_patches:
                 patches.append(seen)
-            if t + 1 < self.glimpses:  # the last state only classifies
+            if t + 1 < self.glimpses and not scored:
+                loc = self.policy.look(h, greedy)
+            elif t + 1 < self.glimpses:  # the last state only classifies
                 loc, log_prob, mean = self.policy(h, greedy)
                 log_probs.append(log_prob)
                 means.append(mean)
@@ -61,9 +66,9 @@ class RecurrentAttention(AttentionNet):
         return Rollout(
             logits=self.classifier(h),
             locations=torch.stack(locations, 1),
-            log_probs=_stack(log_probs, images.new_zeros(n, 0)),
-            baselines=_stack(baselines, images.new_zeros(n, 0)),
-            means=_stack(means, images.new_zeros(n, 0, 2)),
+            log_probs=_stack(log_probs, images.new_zeros(n, 0)) if scored else None,
+            baselines=_stack(baselines, images.new_zeros(n, 0)) if scored else None,
+            means=_stack(means, images.new_zeros(n, 0, 2)) if scored else None,
             patches=torch.stack(patches, 1) if keep_patches else None,
         )
 

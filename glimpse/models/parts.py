@@ -99,15 +99,24 @@ class GaussianPolicy(nn.Module):
 
     def forward(self, h: Tensor, greedy: bool = False) -> tuple[Tensor, Tensor, Tensor]:
         """h (B, hidden) -> location (B, 2) detached, log-probability (B,), mean (B, 2)."""
-        h = h.detach()
-        if self.normalize:
-            h = F.layer_norm(h, h.shape[-1:])
-        mean = torch.tanh(self.mean(self.hidden(h)))
-        sample = mean.detach() if greedy else torch.normal(mean.detach(), self.scale.expand_as(mean))
+        mean, sample = self._draw(h, greedy)
         # validate_args=False: checking the arguments costs host-device syncs on every step, and a
         # diverged (non-finite) mean must reach the loss, where the training guard names the step
         log_prob = Normal(mean, self.scale, validate_args=False).log_prob(sample).sum(-1)
         return sample.clamp(-1, 1), log_prob, mean
+
+    def look(self, h: Tensor, greedy: bool = False) -> Tensor:
+        """h (B, hidden) -> only the location (B, 2), the same draw as ``forward``'s: what prediction
+        needs, without the log-probability the loss needs."""
+        return self._draw(h, greedy)[1].clamp(-1, 1)
+
+    def _draw(self, h: Tensor, greedy: bool) -> tuple[Tensor, Tensor]:
+        """The mean and the sample before clamping (detached)."""
+        h = h.detach()
+        if self.normalize:
+            h = F.layer_norm(h, h.shape[-1:])
+        mean = torch.tanh(self.mean(self.hidden(h)))
+        return mean, mean.detach() if greedy else torch.normal(mean.detach(), self.scale.expand_as(mean))
 
 
 class Baseline(nn.Module):

@@ -147,9 +147,11 @@ class SoftAttention(AttentionNet):
         """
         return weights, None
 
-    def forward(self, images: Tensor, greedy: bool = False, keep_patches: bool = False, samples: int = 1) -> Rollout:
+    def forward(self, images: Tensor, greedy: bool = False, keep_patches: bool = False, samples: int = 1,
+                scored: bool = True) -> Rollout:
         """images (B, C, H, W) -> Rollout with weights (samples * B, T, n, n), sample-major (as
-        ``images.repeat(samples, 1, 1, 1)``); ``keep_patches`` is ignored.
+        ``images.repeat(samples, 1, 1, 1)``); ``keep_patches`` is ignored; without ``scored``
+        (prediction) choice's baselines, which only the loss reads, are not computed.
 
         The grid's features and keys do not depend on the path, so ``samples`` rollouts (choice's
         M-sample averaging) share one computation of them instead of one per repeat.
@@ -164,7 +166,7 @@ class SoftAttention(AttentionNet):
             scores = self.scorer(keys, h.detach() if self.detach_scores else h)  # (B, L)
             a = torch.softmax(scores, dim=-1)
             m, log_prob = self.select(scores, a, greedy)
-            if log_prob is not None:
+            if log_prob is not None and scored:
                 log_probs.append(log_prob)
                 baselines.append(self.baseline(h))
             h, state = self.core(blend(m), state)  # c_t = sum_i m_t,i f_i
