@@ -144,24 +144,29 @@ def search(rows: list[dict]) -> str:
     setting, kind and budget (a wall-clock budget, or a long run's epochs), the variant's seeds. Judged
     on the mean validation error, which the table marks; the test errors are each run's one evaluation,
     shown, never chosen on. The epochs say what a wall-clock budget bought: a control run in another
-    session on the same processor can have bought more or fewer. Each machine is a group of its own, as
-    in the equal-time table: its budget buys other work, so its runs are never averaged with another
-    machine's."""
+    session on the same processor can have bought more or fewer. Under a wall-clock budget each machine
+    is a group of its own, as in the equal-time table: its budget buys other work, so its runs are never
+    averaged with another machine's. A budget of epochs buys the same work on every machine, so there a
+    change is paired with the recipe's run of the same seed wherever each ran."""
     tried = [r for r in rows if "/variants/" in r["recipe"]]
     if not tried:
         return NONE_YET
-    body, recipes = [], groups([r | {"span": span(r)} for r in rows if plain(r)], "setting", "span", "machine", "kind")
-    for (setting, budget, machine, kind), rs in groups([r | {"span": span(r)} for r in tried],
-                                                       "setting", "span", "machine", "kind").items():
-        tried_on = {r["seed"] for r in rs}  # paired: the same seed on the same machine
-        control = [r for r in recipes.get((setting, budget, machine, kind), []) if r["seed"] in tried_on]
+
+    def keyed(rs: list[dict]) -> list[dict]:
+        return [r | {"span": span(r), "where": r["machine"] if r["budget"] != "long" else ""} for r in rs]
+
+    body, recipes = [], groups(keyed([r for r in rows if plain(r)]), "setting", "span", "where", "kind")
+    for (setting, budget, where, kind), rs in groups(keyed(tried), "setting", "span", "where", "kind").items():
+        tried_on = {r["seed"] for r in rs}  # paired: the same seed (under a wall-clock budget: on the same machine)
+        control = [r for r in recipes.get((setting, budget, where, kind), []) if r["seed"] in tried_on]
+        machine = " and ".join(sorted({cpu(r["machine"]) for r in rs + control}))
         options = {"the recipe as it is": control} | {
             "+ `" + recipe[0].split("+", 1)[1] + "`": g for recipe, g in groups(rs, "recipe").items()}
         val = {name: statistics.mean(numbers(g, "val_error")) for name, g in options.items() if numbers(g, "val_error")}
         for name, g in options.items():
             mark = " (lowest)" if val and name == min(val, key=val.get) else ""
             epochs = f"{statistics.mean(numbers(g, 'epochs')):.1f}" if g else "–"
-            body.append([setting, budget, cpu(machine), kind, name, seeds(g) if g else "–", epochs,
+            body.append([setting, budget, machine, kind, name, seeds(g) if g else "–", epochs,
                          f"{percent(numbers(g, 'val_error'))}{mark}", percent(numbers(g, "test_error_one_path")),
                          percent(numbers(g, "test_error_m10"))])
     header = ["setting", "budget", "machine", "kind", "change", "seeds", "epochs", "val error %, one path",

@@ -138,6 +138,10 @@ def test_equal_time_and_best_tables_average_seeds_and_choose_on_validation():
     assert "| mnist | 150 epochs | m | hard | + `configs/recipes/variants/x.yaml` | 200 | 150.0 | 1.00 (lowest) |" in confirmed
     assert "| mnist | 15min | m | hard | the recipe as it is | 100 | 10.0 | 2.00 | 1.00 | 1.00 |" in confirmed
     assert "0.10" not in confirmed  # the 50-epoch run is no control of a 150-epoch change
+    # epochs buy the same work on every machine: a long change on another machine keeps its control
+    moved = [confirm[0], confirm[1] | {"machine": other[0]["machine"]}]  # the control on m, the change on the Xeon
+    assert ("| mnist | 150 epochs | Intel Xeon and m | hard | the recipe as it is | 200 | 150.0 | 2.00 | 1.00 | 1.00 |"
+            in report.search(rows + change + moved))
     # best: the recipe with the lower VALIDATION error wins, even though its test error is higher
     long = [base | {"kind": "soft", "budget": "long", "seed": "1", "recipe": name, "val_error": val, "train_minutes": "90.4",
                     "test_error_one_path": test} for name, val, test in (("a", "0.01", "0.05"), ("b", "0.02", "0.01"))]
