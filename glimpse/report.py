@@ -171,7 +171,8 @@ def search(rows: list[dict]) -> str:
                          percent(numbers(g, "test_error_m10"))])
     header = ["setting", "budget", "machine", "kind", "change", "seeds", "epochs", "val error %, one path",
               "test error %, one path", "test error %, M = 10"]
-    return markdown(header, body) + f"\n{ONE_MACHINE} Machines: {machines(tried)}.\n"
+    return (markdown(header, body) + f"\n{ONE_MACHINE} A budget of epochs buys the same work on every "
+            f"machine, so its rows pair runs of any machine. Machines: {machines(tried)}.\n")
 
 
 def cost(rows: list[dict]) -> str:

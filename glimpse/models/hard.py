@@ -56,13 +56,15 @@ class RecurrentAttention(AttentionNet):
             locations.append(loc)
             if keep_patches:
                 patches.append(seen)
-            if t + 1 < self.glimpses and not scored:
+            if t + 1 == self.glimpses:  # the last state only classifies
+                break
+            if not scored:  # prediction: where to look next, nothing the loss reads
                 loc = self.policy.look(h, greedy)
-            elif t + 1 < self.glimpses:  # the last state only classifies
-                loc, log_prob, mean = self.policy(h, greedy)
-                log_probs.append(log_prob)
-                means.append(mean)
-                baselines.append(self.baseline(h))
+                continue
+            loc, log_prob, mean = self.policy(h, greedy)
+            log_probs.append(log_prob)
+            means.append(mean)
+            baselines.append(self.baseline(h))
         return Rollout(
             logits=self.classifier(h),
             locations=torch.stack(locations, 1),
