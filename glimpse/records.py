@@ -14,6 +14,7 @@ import fcntl
 import json
 import os
 import platform
+import re
 import subprocess
 from pathlib import Path
 
@@ -58,25 +59,40 @@ def seconds(duration: str) -> float:
     return sum(int(part) * unit for part, unit in zip(duration.split(":"), (86400, 3600, 60, 1)))
 
 
+# The widest vector instructions torch's kernels use, widest first: one model name covers processors
+# with and without them (an AMD EPYC with AVX2 only, one with AVX-512 BF16), and a wall-clock budget
+# buys different work on each, so the record names them apart.
+VECTOR_UNITS = (("amx_bf16", "AMX"), ("avx512_bf16", "AVX-512 BF16"), ("avx512f", "AVX-512"), ("avx2", "AVX2"))
+
+
+def vector_unit(flags: set[str]) -> str:
+    """The widest of ``VECTOR_UNITS`` among a processor's /proc/cpuinfo flags; "" when none is there."""
+    return next((name for flag, name in VECTOR_UNITS if flag in flags), "")
+
+
 def machine() -> str:
-    """The processor (and GPU, where one is used) and the threads torch computes with."""
+    """The processor with its widest vector unit (and the GPU, where one is used) and the threads torch
+    computes with: "AMD EPYC (AVX2), 1 threads"."""
     import torch
 
-    cpu = platform.processor() or platform.machine()
+    cpu, flags = platform.processor() or platform.machine(), set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith("model name") and not flags:
                 cpu = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
                 break
     except OSError:
         pass
+    unit = vector_unit(flags)
     gpu = f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
-    return f"{cpu}, {torch.get_num_threads()} threads{gpu}"
+    return f"{cpu}{f' ({unit})' if unit else ''}, {torch.get_num_threads()} threads{gpu}"
 
 
 def cpu(machine: str) -> str:
-    """A machine's processor, short: "Intel(R) Xeon(R) Processor, 1 threads" -> "Intel Xeon"."""
-    name = machine.split(",", 1)[0].split(" @ ", 1)[0]  # no clock speed
+    """A machine's processor, short: "Intel(R) Xeon(R) Processor (AMX), 1 threads" -> "Intel Xeon (AMX)"."""
+    name = re.sub(r" @ \S+", "", machine.split(",", 1)[0])  # no clock speed
     for mark in ("(R)", "(TM)", " Processor", " CPU"):
         name = name.replace(mark, "")
     return " ".join(name.split())

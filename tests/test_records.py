@@ -193,6 +193,26 @@ def test_a_cell_run_on_another_processor_is_still_to_run_here():
     assert recorded(rows, "equal-15min", "AMD EPYC") == {("mnist", "hard", "100", RECIPE)}
 
 
+def test_one_model_name_with_different_vector_units_is_two_machines(monkeypatch, tmp_path):
+    """Two AMD EPYCs, one with AVX2 only and one with AVX-512 BF16, print the same model name; a wall-clock
+    budget buys different work on each, so the record and the cell check name them apart."""
+    from glimpse import records
+    from glimpse.experiment import recorded
+
+    def on(flags: str) -> str:
+        info = tmp_path / "cpuinfo"
+        info.write_text(f"processor\t: 0\nmodel name\t: AMD EPYC 9B14 @ 2.6GHz\nflags\t\t: fpu sse2 {flags}\n")
+        real = Path.read_text
+        monkeypatch.setattr(Path, "read_text", lambda p, *a, **k: real(info if str(p) == "/proc/cpuinfo" else p, *a, **k))
+        return records.machine()
+
+    avx2, avx512 = on("avx avx2 fma"), on("avx2 avx512f avx512_bf16")
+    assert records.cpu(avx2) == "AMD EPYC 9B14 (AVX2)" and records.cpu(avx512) == "AMD EPYC 9B14 (AVX-512 BF16)"
+    row = {"setting": "mnist", "kind": "hard", "seed": "100", "recipe": RECIPE, "budget": "equal-15min", "machine": avx512}
+    assert recorded([row], "equal-15min", records.cpu(avx2)) == set()
+    assert recorded([row], "equal-15min", records.cpu(avx512)) == {("mnist", "hard", "100", RECIPE)}
+
+
 def test_a_change_to_a_recipe_is_its_own_cell_read_on_top_of_the_recipe():
     """hard-search: each variant's file is read after the setting's recipe, under a name of its own, and
     a recorded run of the recipe as it is does not count as a run of the change."""
