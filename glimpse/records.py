@@ -70,15 +70,15 @@ def vector_unit(flags: set[str]) -> str:
     return next((name for flag, name in VECTOR_UNITS if flag in flags), "")
 
 
-def machine() -> str:
+def machine(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     """The processor with its widest vector unit (and the GPU, where one is used) and the threads torch
     computes with: "AMD EPYC (AVX2), 1 threads"."""
     import torch
 
     cpu, flags = platform.processor() or platform.machine(), set()
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and not flags:
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
             elif line.startswith("flags"):
                 flags = set(line.split(":", 1)[1].split())

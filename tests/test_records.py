@@ -193,7 +193,7 @@ def test_a_cell_run_on_another_processor_is_still_to_run_here():
     assert recorded(rows, "equal-15min", "AMD EPYC") == {("mnist", "hard", "100", RECIPE)}
 
 
-def test_one_model_name_with_different_vector_units_is_two_machines(monkeypatch, tmp_path):
+def test_one_model_name_with_different_vector_units_is_two_machines(tmp_path):
     """Two AMD EPYCs, one with AVX2 only and one with AVX-512 BF16, print the same model name; a wall-clock
     budget buys different work on each, so the record and the cell check name them apart."""
     from glimpse import records
@@ -202,9 +202,7 @@ def test_one_model_name_with_different_vector_units_is_two_machines(monkeypatch,
     def on(flags: str) -> str:
         info = tmp_path / "cpuinfo"
         info.write_text(f"processor\t: 0\nmodel name\t: AMD EPYC 9B14 @ 2.6GHz\nflags\t\t: fpu sse2 {flags}\n")
-        real = Path.read_text
-        monkeypatch.setattr(Path, "read_text", lambda p, *a, **k: real(info if str(p) == "/proc/cpuinfo" else p, *a, **k))
-        return records.machine()
+        return records.machine(info)
 
     avx2, avx512 = on("avx avx2 fma"), on("avx2 avx512f avx512_bf16")
     assert records.cpu(avx2) == "AMD EPYC 9B14 (AVX2)" and records.cpu(avx512) == "AMD EPYC 9B14 (AVX-512 BF16)"
