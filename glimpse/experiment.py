@@ -27,9 +27,16 @@ ROOT = Path(__file__).resolve().parents[1]
 PLAN = ROOT / "configs" / "recipes" / "plan.yaml"
 
 
-def change_name(variant: str | None) -> str:
-    """What --variants calls a table's variant: its file's stem, or ``none`` for the recipe as it is."""
-    return Path(variant).stem if variant else "none"
+def variant_files(variant: str | list[str] | None) -> list[str]:
+    """A table's variant as config files, read in order on top of the setting's recipe: one file, a list
+    of files (changes stacked, e.g. a confirmed change and one screened on top of it), or none."""
+    return [] if variant is None else [variant] if isinstance(variant, str) else list(variant)
+
+
+def change_name(variant: str | list[str] | None) -> str:
+    """What --variants calls a table's variant: its files' stems joined by "+", or ``none`` for the recipe
+    as it is."""
+    return "+".join(Path(f).stem for f in variant_files(variant)) or "none"
 
 
 def commands(table: str, plan: dict, settings: list[str] | None, kinds: list[str] | None,
@@ -46,8 +53,8 @@ def commands(table: str, plan: dict, settings: list[str] | None, kinds: list[str
         for variant in spec.get("variants", [None]):
             if variants and change_name(variant) not in variants:
                 continue
-            configs = [f"configs/recipes/{setting}.yaml", *([variant] if variant else [])]
-            change = f"-{Path(variant).stem}" if variant else ""
+            configs = [f"configs/recipes/{setting}.yaml", *variant_files(variant)]
+            change = f"-{change_name(variant)}" if variant else ""
             for kind, planned in spec["seeds"].items():
                 if kinds and kind not in kinds:
                     continue

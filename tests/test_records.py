@@ -341,3 +341,20 @@ def test_figures_are_drawn_from_the_recorded_curves_not_from_run_folders(finishe
     assert again.read_bytes() == path.read_bytes()
     assert report.figures([unrecorded], curves, tmp_path / "c") == []  # no curve: nothing drawn
     assert report.legend([row, unrecorded], curves) == {"hard": "hard (1 of 1 runs)", "soft": "soft (0 of 1 runs)"}
+
+
+def test_stacked_changes_are_read_in_order_under_one_name():
+    """std-search: a variant may be a list of files (a confirmed change and a screened one on top of it);
+    they are read in order after the recipe, and the run folder and --variants name them together."""
+    from glimpse.experiment import PLAN, change_name, commands
+
+    plan = yaml.safe_load(PLAN.read_text())
+    stacked = [v for v in plan["std-search"]["variants"] if isinstance(v, list)]
+    assert stacked and all((REPO / f).is_file() for v in stacked for f in v)
+    for variant in stacked:
+        name = change_name(variant)
+        (((setting, _, seed, recipe), args),) = commands("std-search", plan, None, None, None, set(), [name])
+        assert recipe == "+".join([f"configs/recipes/{setting}.yaml", *variant])
+        assert [a for a in args[:2 * len(variant) + 2] if a != "--config"] == recipe.split("+")
+        assert args[-1] == f"std-search-{setting}-hard-{name}-s{seed}" and "+" in name
+    assert change_name(None) == "none" and change_name("a/b.yaml") == "b"
