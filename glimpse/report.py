@@ -139,29 +139,40 @@ def span(row: dict) -> str:
     return row["budget"].removeprefix("equal-") if row["budget"] != "long" else f"{float(row['epochs']):.0f} epochs"
 
 
+def control_of(recipe: str) -> str:
+    """What a change is screened against: its recipe without the last file read on top. For one change
+    that is the setting's recipe as it is; for a change stacked on an earlier one (``a+b+c``), the recipe
+    with the earlier change (``a+b``), so a screen is judged against what it was added to."""
+    return recipe.rsplit("+", 1)[0]
+
+
 def search(rows: list[dict]) -> str:
-    """Changes to a recipe (a variant's file on top of it), each beside the recipe as it is: the same
-    setting, kind and budget (a wall-clock budget, or a long run's epochs), the variant's seeds. Judged
-    on the mean validation error, which the table marks; the test errors are each run's one evaluation,
-    shown, never chosen on. The epochs say what a wall-clock budget bought: a control run in another
-    session on the same processor can have bought more or fewer. Under a wall-clock budget each machine
-    is a group of its own, as in the equal-time table: its budget buys other work, so its runs are never
-    averaged with another machine's. A budget of epochs buys the same work on every machine, so there a
-    change is paired with the recipe's run of the same seed wherever each ran."""
+    """Changes to a recipe (a variant's file on top of it), each beside its control (control_of): the same
+    setting, kind and budget (a wall-clock budget, or a long run's epochs), the control's runs of the
+    changes' seeds only, so the comparison is paired. Judged on the mean validation error, which the
+    table marks; the test errors are each run's one evaluation, shown, never chosen on. The epochs say
+    what a wall-clock budget bought: a control run in another session on the same processor can have
+    bought more or fewer. Under a wall-clock budget each machine is a group of its own, as in the
+    equal-time table: its budget buys other work, so its runs are never averaged with another machine's.
+    A budget of epochs buys the same work on every machine, so there a change is paired with the
+    control's run of the same seed wherever each ran."""
     tried = [r for r in rows if "/variants/" in r["recipe"]]
     if not tried:
         return NONE_YET
 
     def keyed(rs: list[dict]) -> list[dict]:
-        return [r | {"span": span(r), "where": r["machine"] if r["budget"] != "long" else ""} for r in rs]
+        return [r | {"span": span(r), "where": r["machine"] if r["budget"] != "long" else "",
+                     "control": control_of(r["recipe"])} for r in rs]
 
-    body, recipes = [], groups(keyed([r for r in rows if plain(r)]), "setting", "span", "where", "kind")
-    for (setting, budget, where, kind), rs in groups(keyed(tried), "setting", "span", "where", "kind").items():
+    def named(recipe: str, setting: str) -> str:
+        return "+ `" + recipe.split("+", 1)[1] + "`" if recipe != f"configs/recipes/{setting}.yaml" else "the recipe as it is"
+
+    body, runs = [], groups(keyed(rows), "setting", "span", "where", "kind", "recipe")
+    for (setting, budget, where, kind, control), rs in groups(keyed(tried), "setting", "span", "where", "kind", "control").items():
         tried_on = {r["seed"] for r in rs}  # paired: the same seed (under a wall-clock budget: on the same machine)
-        control = [r for r in recipes.get((setting, budget, where, kind), []) if r["seed"] in tried_on]
-        machine = " and ".join(sorted({cpu(r["machine"]) for r in rs + control}))
-        options = {"the recipe as it is": control} | {
-            "+ `" + recipe[0].split("+", 1)[1] + "`": g for recipe, g in groups(rs, "recipe").items()}
+        baseline = [r for r in runs.get((setting, budget, where, kind, control), []) if r["seed"] in tried_on]
+        machine = " and ".join(sorted({cpu(r["machine"]) for r in rs + baseline}))
+        options = {named(control, setting): baseline} | {named(recipe[0], setting): g for recipe, g in groups(rs, "recipe").items()}
         val = {name: statistics.mean(numbers(g, "val_error")) for name, g in options.items() if numbers(g, "val_error")}
         for name, g in options.items():
             mark = " (lowest)" if val and name == min(val, key=val.get) else ""
@@ -172,7 +183,8 @@ def search(rows: list[dict]) -> str:
     header = ["setting", "budget", "machine", "kind", "change", "seeds", "epochs", "val error %, one path",
               "test error %, one path", "test error %, M = 10"]
     return (markdown(header, body) + f"\n{ONE_MACHINE} A budget of epochs buys the same work on every "
-            f"machine, so its rows pair runs of any machine. Machines: {machines(tried)}.\n")
+            f"machine, so its rows pair runs of any machine. A change stacked on another (`a+b`) stands "
+            f"beside that other's runs of its seeds. Machines: {machines(tried)}.\n")
 
 
 def cost(rows: list[dict]) -> str:
@@ -183,16 +195,20 @@ def cost(rows: list[dict]) -> str:
 
 
 def best(rows: list[dict]) -> str:
-    """Per setting and kind, the long-budget recipe with the lowest mean validation error (never test). An
-    option is a recipe trained for a number of epochs: runs of one recipe for different numbers of epochs
-    are different options, never averaged together."""
+    """Per setting and kind, the long-budget recipe with the lowest mean validation error (never test),
+    among those run on the most seeds. An option is a recipe trained for a number of epochs: runs of one
+    recipe for different numbers of epochs are different options, never averaged together. Why the most
+    seeds: a one-seed screen's mean is one draw, and beside a three-seed mean it wins by luck as often as
+    by merit; a screen that helps is confirmed on fresh seeds before it can be the best."""
     rows = [r for r in rows if r["budget"] == "long"]
     if not rows:
         return NONE_YET
     body = []
     for (setting, kind), rs in groups(rows, "setting", "kind").items():
         options = groups(rs, "recipe", "epochs")
-        (recipe, _), chosen = min(options.items(), key=lambda kv: statistics.mean(numbers(kv[1], "val_error")))
+        most = max(len({r["seed"] for r in g}) for g in options.values())
+        (recipe, _), chosen = min(((k, g) for k, g in options.items() if len({r["seed"] for r in g}) == most),
+                                  key=lambda kv: statistics.mean(numbers(kv[1], "val_error")))
         body.append([setting, kind, f"`{recipe}`", seeds(chosen), f"**{percent(numbers(chosen, 'test_error_one_path'))}**",
                      percent(numbers(chosen, "test_error_m10")), pixels(chosen, "pixels_per_image"), cost(chosen),
                      f"{PAPER[setting]:.2f}", f"{BEST_PUBLIC_M10[setting]:.2f}"])

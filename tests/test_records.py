@@ -358,3 +358,23 @@ def test_stacked_changes_are_read_in_order_under_one_name():
         assert [a for a in args[:2 * len(variant) + 2] if a != "--config"] == recipe.split("+")
         assert args[-1] == f"std-search-{setting}-hard-{name}-s{seed}" and "+" in name
     assert change_name(None) == "none" and change_name("a/b.yaml") == "b"
+
+
+def test_a_stacked_change_is_judged_against_what_it_was_added_to_and_the_best_needs_the_most_seeds():
+    """std-search: a + b + c stands beside a + b's run of its seed (not the recipe as it is, not a + b's
+    three-seed mean); and the best table does not crown a one-seed screen over a three-seed recipe, even
+    with a lower validation error, since one draw beside a mean wins by luck as often as by merit."""
+    base = {c: "" for c in COLUMNS} | {"setting": "mnist", "kind": "hard", "machine": "m", "budget": "long",
+                                       "epochs": "100", "pixels_per_image": "384", "test_error_m10": "0.01"}
+    hidden = RECIPE + "+configs/recipes/variants/h.yaml"
+    confirmed = [base | {"recipe": hidden, "seed": str(s), "val_error": str(v), "test_error_one_path": "0.02"}
+                 for s, v in ((210, 0.010), (211, 0.030), (212, 0.030))]
+    screen = base | {"recipe": hidden + "+configs/recipes/variants/s.yaml", "seed": "210", "val_error": "0.012",
+                     "test_error_one_path": "0.04"}
+    table = report.search(confirmed + [screen])
+    assert "| + `configs/recipes/variants/h.yaml` | 210 | 100.0 | 1.00 (lowest) | 2.00 | 1.00 |" in table  # its seed only
+    assert "| + `configs/recipes/variants/h.yaml+configs/recipes/variants/s.yaml` | 210 | 100.0 | 1.20 | 4.00 |" in table
+    assert "| + `configs/recipes/variants/h.yaml` | 210, 211, 212 | 100.0 | 2.33 ± 1.15 (lowest) |" in table  # vs the recipe
+    chosen = report.best(confirmed + [screen])
+    assert f"| mnist | hard | `{hidden}` | 210, 211, 212 | **2.00 ± 0.00** |" in chosen  # 2.33 beside the screen's 1.20
+    assert "**4.00**" in report.best(confirmed[:1] + [screen | {"val_error": "0.005"}])  # one seed each: validation decides
