@@ -95,7 +95,7 @@ def test_unknown_estimator_is_refused():
 @pytest.mark.parametrize("estimator", ["reinforce", "gumbel"])
 def test_choice_learns_real_mnist(cli, estimator):
     run = cli("--attention", "choice", "--config", str(REPO / "configs/mnist.yaml"), "--trainer.precision=32-true",
-              f"--model.estimator={estimator}", "--trainer.max_epochs=3",
+              f"--model.estimator={estimator}", "--model.grid_stride=6", "--trainer.max_epochs=3",
               "--trainer.limit_train_batches=100", "--trainer.limit_val_batches=2", "--trainer.limit_test_batches=2",
               "--model.eval_samples=2")
     metrics = run.trainer.callback_metrics

@@ -48,8 +48,10 @@ def test_print_config_runs_as_a_script():
 @pytest.mark.slow
 @pytest.mark.parametrize("kind, limit, epochs, ceiling", [("hard", 100, 4, 0.35), ("soft", 100, 3, 0.45)])
 def test_short_run_learns_real_mnist(cli, tmp_path, kind, limit, epochs, ceiling):
-    """A few thousand real images, a fixed number of steps: far below the 90% error of chance."""
-    run = cli("--attention", kind, f"--trainer.max_epochs={epochs}", f"--trainer.limit_train_batches={limit}",
+    """A few thousand real images, a fixed number of steps: far below the 90% error of chance. Soft reads
+    a 4x4 grid (stride 6), not the recipe's 6x6: the same code learns, in half the time of CI."""
+    run = cli("--attention", kind, *(["--model.grid_stride=6"] if kind == "soft" else []),
+              f"--trainer.max_epochs={epochs}", f"--trainer.limit_train_batches={limit}",
               "--trainer.limit_val_batches=2", "--trainer.limit_test_batches=2", "--model.eval_samples=2")
     metrics = run.trainer.callback_metrics
     assert metrics["test/error"] < ceiling, metrics
@@ -68,7 +70,7 @@ def test_short_run_learns_real_mnist(cli, tmp_path, kind, limit, epochs, ceiling
 def test_soft_attention_finds_the_digit_on_a_blank_canvas(cli):
     """Translated MNIST: after a short run most attention weight lies on the 28x28 digit."""
     run = cli("--attention", "soft", "--config", str(REPO / "configs/translated60.yaml"), "--model.patch=8",
-              "--model.scales=1", "--model.glimpses=3", "--model.grid_stride=4", "--trainer.max_epochs=1",
+              "--model.scales=1", "--model.glimpses=3", "--model.grid_stride=6", "--trainer.max_epochs=1",
               "--trainer.limit_train_batches=100", "--trainer.limit_val_batches=2", "--trainer.limit_test_batches=2",
               "--data.eval_batch_size=250")
     net, val = run.model.net.eval(), run.datamodule.val_set
