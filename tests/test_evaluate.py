@@ -184,16 +184,19 @@ def test_several_sample_counts_give_one_row_each_and_repeat_exactly(checkpoints,
 
 
 @pytest.mark.slow
-def test_validation_split_and_another_std(checkpoints, data, tmp_path):
+def test_validation_split_and_another_std(checkpoints, data, tmp_path, capsys):
     """--split val evaluates the checkpoint's 5,000 validation images, not the test set's 10,000; --std
-    changes the hard model's sampled paths but not its greedy one, and leaves soft alone."""
+    changes the hard model's sampled paths but not its greedy one, and leaves soft alone. (In this
+    process: a new one per call would only add the imports; the command in a process is tested above.)"""
+    from glimpse.evaluate import main
+
     rows = {}
     for name, extra in (("test", []), ("val", ["--split", "val"]), ("wide", ["--split", "val", "--std", "2"])):
         out = tmp_path / f"{name}.json"
-        done = evaluate(str(checkpoints["hard"]), str(checkpoints["soft"]), "--samples", "4", "--root", data,
-                        "--json", str(out), "--locations", "20", *extra)
-        assert done.returncode == 0, done.stderr
-        assert done.stdout.startswith("# split: val") == (name != "test")
+        capsys.readouterr()
+        assert main([str(checkpoints["hard"]), str(checkpoints["soft"]), "--samples", "4", "--root", data,
+                     "--json", str(out), "--locations", "20", *extra]) == 0
+        assert capsys.readouterr().out.startswith("# split: val") == (name != "test")
         rows[name] = json.loads(out.read_text())
     assert [r["images"] for r in rows["test"]] == [10_000, 10_000] and [r["split"] for r in rows["test"]] == ["test"] * 2
     assert [r["images"] for r in rows["val"]] == [5_000, 5_000] and [r["split"] for r in rows["val"]] == ["val"] * 2
