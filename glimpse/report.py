@@ -175,7 +175,7 @@ def search(rows: list[dict]) -> str:
         options = {named(control, setting): baseline} | {named(recipe[0], setting): g for recipe, g in groups(rs, "recipe").items()}
         val = {name: statistics.mean(numbers(g, "val_error")) for name, g in options.items() if numbers(g, "val_error")}
         for name, g in options.items():
-            mark = " (lowest)" if val and name == min(val, key=val.get) else ""
+            mark = " (lowest)" if name in val and val[name] == min(val.values()) else ""  # a tie marks both
             epochs = f"{statistics.mean(numbers(g, 'epochs')):.1f}" if g else "–"
             body.append([setting, budget, machine, kind, name, seeds(g) if g else "–", epochs,
                          f"{percent(numbers(g, 'val_error'))}{mark}", percent(numbers(g, "test_error_one_path")),

@@ -375,6 +375,8 @@ def test_a_stacked_change_is_judged_against_what_it_was_added_to_and_the_best_ne
     assert "| + `configs/recipes/variants/h.yaml` | 210 | 100.0 | 1.00 (lowest) | 2.00 | 1.00 |" in table  # its seed only
     assert "| + `configs/recipes/variants/h.yaml+configs/recipes/variants/s.yaml` | 210 | 100.0 | 1.20 | 4.00 |" in table
     assert "| + `configs/recipes/variants/h.yaml` | 210, 211, 212 | 100.0 | 2.33 ± 1.15 (lowest) |" in table  # vs the recipe
+    tie = screen | {"recipe": hidden + "+configs/recipes/variants/t.yaml", "val_error": "0.010"}
+    assert report.search(confirmed + [screen, tie]).count("| 210 | 100.0 | 1.00 (lowest) |") == 2  # a tie marks both
     chosen = report.best(confirmed + [screen])
     assert f"| mnist | hard | `{hidden}` | 210, 211, 212 | **2.00 ± 0.00** |" in chosen  # 2.33 beside the screen's 1.20
     assert "**4.00**" in report.best(confirmed[:1] + [screen | {"val_error": "0.005"}])  # one seed each: validation decides
