@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from glimpse.records import add_runs, budget_name, cpu, kind_arguments, machine, read_rows, seconds
+from glimpse.records import add_runs, budget_name, cpu, kind_arguments, machine, read_rows, recipe_file, seconds
 
 ROOT = Path(__file__).resolve().parents[1]
 PLAN = ROOT / "configs" / "recipes" / "plan.yaml"
@@ -53,7 +53,7 @@ def commands(table: str, plan: dict, settings: list[str] | None, kinds: list[str
         for variant in spec.get("variants", [None]):
             if variants and change_name(variant) not in variants:
                 continue
-            configs = [f"configs/recipes/{setting}.yaml", *variant_files(variant)]
+            configs = [recipe_file(setting), *variant_files(variant)]
             change = f"-{change_name(variant)}" if variant else ""
             for kind, planned in spec["seeds"].items():
                 if kinds and kind not in kinds:

@@ -20,6 +20,12 @@ from pathlib import Path
 
 SUMMARY = "run.json"
 SETTINGS = ("mnist", "translated60", "cluttered60", "cluttered100")
+
+
+def recipe_file(setting: str) -> str:
+    """A setting's pre-registered recipe, as the ``recipe`` column names it; changes follow it, "+"-joined."""
+    return f"configs/recipes/{setting}.yaml"
+
 # The columns of docs/runs.csv, in order. One path is the primary measure: hard's greedy path (the
 # policy mean), choice's argmax location, soft's one pass; M = 10 sampled paths averaged beside it.
 COLUMNS = ("run", "started", "setting", "kind", "recipe", "budget", "seed", "epochs", "train_minutes", "machine", "commit",

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from glimpse.cli import DEFAULT_CONFIGS
-from glimpse.records import SETTINGS, add_runs, cpu, read_curves, read_rows, run_key
+from glimpse.records import SETTINGS, add_runs, cpu, read_curves, read_rows, recipe_file, run_key
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCUMENTS = ("README.md", "docs/results.md")
@@ -82,7 +82,7 @@ def machines(rows: list[dict]) -> str:
 
 def plain(row: dict) -> bool:
     """Whether a run trained with its setting's recipe as pre-registered, nothing on top."""
-    return row["recipe"] == f"configs/recipes/{row['setting']}.yaml"
+    return row["recipe"] == recipe_file(row["setting"])
 
 
 def equal_rows(rows: list[dict]) -> list[dict]:
@@ -165,7 +165,7 @@ def search(rows: list[dict]) -> str:
                      "control": control_of(r["recipe"])} for r in rs]
 
     def named(recipe: str, setting: str) -> str:
-        return "+ `" + recipe.split("+", 1)[1] + "`" if recipe != f"configs/recipes/{setting}.yaml" else "the recipe as it is"
+        return "the recipe as it is" if recipe == recipe_file(setting) else "+ `" + recipe.split("+", 1)[1] + "`"
 
     body, runs = [], groups(keyed(rows), "setting", "span", "where", "kind", "recipe")
     for (setting, budget, where, kind, control), rs in groups(keyed(tried), "setting", "span", "where", "kind", "control").items():
@@ -206,8 +206,8 @@ def best(rows: list[dict]) -> str:
     body = []
     for (setting, kind), rs in groups(rows, "setting", "kind").items():
         options = groups(rs, "recipe", "epochs")
-        most = max(len({r["seed"] for r in g}) for g in options.values())
-        (recipe, _), chosen = min(((k, g) for k, g in options.items() if len({r["seed"] for r in g}) == most),
+        runs_on = {k: len({r["seed"] for r in g}) for k, g in options.items()}
+        (recipe, _), chosen = min(((k, g) for k, g in options.items() if runs_on[k] == max(runs_on.values())),
                                   key=lambda kv: statistics.mean(numbers(kv[1], "val_error")))
         body.append([setting, kind, f"`{recipe}`", seeds(chosen), f"**{percent(numbers(chosen, 'test_error_one_path'))}**",
                      percent(numbers(chosen, "test_error_m10")), pixels(chosen, "pixels_per_image"), cost(chosen),
