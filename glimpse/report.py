@@ -5,8 +5,8 @@
     python -m glimpse.report --check                           # exit 1 when a block differs from the records
     python -m glimpse.report --figures                         # validation error against minutes, per setting
 
-A generated block sits between ``<!-- report:NAME -->`` and ``<!-- /report:NAME -->`` in README.md
-or docs/results.md; everything between the two lines belongs to this command. Why: a number typed
+A generated block sits between ``<!-- report:NAME -->`` and ``<!-- /report:NAME -->`` in README.md,
+docs/results.md or docs/runs.md; everything between the two lines belongs to this command. Why: a number typed
 by hand drifts from the run it came from; a number generated from docs/runs.csv cannot, and
 ``--check`` (run by the test suite) says when a document was edited by hand or the records changed.
 """
@@ -25,7 +25,7 @@ from glimpse.cli import DEFAULT_CONFIGS
 from glimpse.records import SETTINGS, add_runs, cpu, read_curves, read_rows, recipe_file, run_key
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCUMENTS = ("README.md", "docs/results.md")
+DOCUMENTS = ("README.md", "docs/results.md", "docs/runs.md")
 # Test error (%) of Mnih et al. 2014 (final version; 100x100 as commonly reported), and the best public
 # figures, all with several sampled paths averaged (docs/results.md, "Accuracy against the paper").
 PAPER = {"mnist": 1.12, "translated60": 1.20, "cluttered60": 4.04, "cluttered100": 8.11}
@@ -234,11 +234,12 @@ def all_runs(rows: list[dict]) -> str:
         return NONE_YET
     body = [[r["setting"], r["kind"], f"`{r['recipe']}`", r["budget"], r["seed"], r["epochs"],
              f"{float(r['train_minutes']):.0f}", percent(numbers([r], "val_error")),
-             percent(numbers([r], "test_error_one_path")), percent(numbers([r], "test_error_m10")), r["commit"]]
+             percent(numbers([r], "test_error_one_path")), percent(numbers([r], "test_error_m10")), r["commit"],
+             machines([r]), r["precision"]]
             for group in groups(rows, "setting", "kind").values() for r in group]
     header = ["setting", "kind", "recipe", "budget", "seed", "epochs", "minutes", "val %", "test % one path",
-              "test % M = 10", "commit"]
-    return markdown(header, body) + f"\nMachines: {machines(rows)}.\n"
+              "test % M = 10", "commit", "machine", "precision"]
+    return markdown(header, body)
 
 
 def speed(_rows: list[dict]) -> str:

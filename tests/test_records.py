@@ -80,6 +80,7 @@ def test_add_records_a_checked_row_and_the_report_renders_it(finished, tmp_path)
     assert report.main(["--records", str(records), "--root", str(tmp_path)]) == 0
     text = doc.read_text()
     assert "| mnist | hard | `configs/recipes/mnist.yaml+configs/default.yaml` | long | 7 |" in text and text.endswith("<!-- /report:runs -->\nend\n")
+    assert f"| {report.machines(rows)} | {rows[0]['precision']} |\n" in text, "each run names its machine and precision"
     assert report.main(["--check", "--records", str(records), "--root", str(tmp_path)]) == 0
     doc.write_text(text.replace("| 7 |", "| 8 |"))  # a number edited by hand
     assert report.main(["--check", "--records", str(records), "--root", str(tmp_path)]) == 1
@@ -159,7 +160,7 @@ def test_unknown_block_is_refused():
 
 
 def test_the_documents_match_the_records():
-    """What CI checks: README.md and docs/results.md tables are what docs/runs.csv gives."""
+    """What CI checks: the tables of README.md, docs/results.md and docs/runs.md are what docs/runs.csv gives."""
     assert report.main(["--check", "--root", str(REPO)]) == 0
 
 
