@@ -168,18 +168,22 @@ def search(rows: list[dict]) -> str:
         return "the recipe as it is" if recipe == recipe_file(setting) else "+ `" + recipe.split("+", 1)[1] + "`"
 
     body, runs = [], groups(keyed(rows), "setting", "span", "where", "kind", "recipe")
-    for (setting, budget, where, kind, control), rs in groups(keyed(tried), "setting", "span", "where", "kind", "control").items():
-        tried_on = {r["seed"] for r in rs}  # paired: the same seed (under a wall-clock budget: on the same machine)
-        baseline = [r for r in runs.get((setting, budget, where, kind, control), []) if r["seed"] in tried_on]
-        machine = " and ".join(sorted({cpu(r["machine"]) for r in rs + baseline}))
-        options = {named(control, setting): baseline} | {named(recipe[0], setting): g for recipe, g in groups(rs, "recipe").items()}
-        val = {name: statistics.mean(numbers(g, "val_error")) for name, g in options.items() if numbers(g, "val_error")}
-        for name, g in options.items():
-            mark = " (lowest)" if name in val and val[name] == min(val.values()) else ""  # a tie marks both
-            epochs = f"{statistics.mean(numbers(g, 'epochs')):.1f}" if g else "–"
-            body.append([setting, budget, machine, kind, name, seeds(g) if g else "–", epochs,
-                         f"{percent(numbers(g, 'val_error'))}{mark}", percent(numbers(g, "test_error_one_path")),
-                         percent(numbers(g, "test_error_m10"))])
+    for (setting, budget, where, kind, control), all_rs in groups(keyed(tried), "setting", "span", "where", "kind", "control").items():
+        # changes run on other seeds (a screen beside its confirmation) each get the control of their own seeds
+        on_seeds: dict[frozenset, list[dict]] = {}
+        for recipe_rows in groups(all_rs, "recipe").values():
+            on_seeds.setdefault(frozenset(r["seed"] for r in recipe_rows), []).extend(recipe_rows)
+        for tried_on, rs in sorted(on_seeds.items(), key=lambda kv: -len(kv[0])):
+            baseline = [r for r in runs.get((setting, budget, where, kind, control), []) if r["seed"] in tried_on]
+            machine = " and ".join(sorted({cpu(r["machine"]) for r in rs + baseline}))
+            options = {named(control, setting): baseline} | {named(recipe[0], setting): g for recipe, g in groups(rs, "recipe").items()}
+            val = {name: statistics.mean(numbers(g, "val_error")) for name, g in options.items() if numbers(g, "val_error")}
+            for name, g in options.items():
+                mark = " (lowest)" if name in val and val[name] == min(val.values()) else ""  # a tie marks both
+                epochs = f"{statistics.mean(numbers(g, 'epochs')):.1f}" if g else "–"
+                body.append([setting, budget, machine, kind, name, seeds(g) if g else "–", epochs,
+                             f"{percent(numbers(g, 'val_error'))}{mark}", percent(numbers(g, "test_error_one_path")),
+                             percent(numbers(g, "test_error_m10"))])
     header = ["setting", "budget", "machine", "kind", "change", "seeds", "epochs", "val error %, one path",
               "test error %, one path", "test error %, M = 10"]
     return (markdown(header, body) + f"\n{ONE_MACHINE} A budget of epochs buys the same work on every "

@@ -381,3 +381,20 @@ def test_a_stacked_change_is_judged_against_what_it_was_added_to_and_the_best_ne
     chosen = report.best(confirmed + [screen])
     assert f"| mnist | hard | `{hidden}` | 210, 211, 212 | **2.00 ± 0.00** |" in chosen  # 2.33 beside the screen's 1.20
     assert "**4.00**" in report.best(confirmed[:1] + [screen | {"val_error": "0.005"}])  # one seed each: validation decides
+
+
+def test_changes_on_other_seeds_each_stand_beside_the_control_of_their_own_seeds():
+    """std-confirmation beside std-search: a change run on seeds 210 and 211 and another on 210 alone are
+    each set beside the control's runs of their own seeds, not one control averaged over both sets."""
+    base = {c: "" for c in COLUMNS} | {"setting": "mnist", "kind": "hard", "machine": "m", "budget": "long",
+                                       "epochs": "100", "test_error_one_path": "0.02", "test_error_m10": "0.01"}
+    hidden = RECIPE + "+configs/recipes/variants/h.yaml"
+    control = [base | {"recipe": hidden, "seed": s, "val_error": v} for s, v in (("210", "0.010"), ("211", "0.030"))]
+    wide = [base | {"recipe": hidden + "+configs/recipes/variants/s.yaml", "seed": s, "val_error": "0.015"}
+            for s in ("210", "211")]
+    screen = base | {"recipe": hidden + "+configs/recipes/variants/t.yaml", "seed": "210", "val_error": "0.012"}
+    table = report.search(control + wide + [screen])
+    assert "| + `configs/recipes/variants/h.yaml` | 210, 211 | 100.0 | 2.00 ± 1.41 |" in table
+    assert "| + `configs/recipes/variants/h.yaml+configs/recipes/variants/s.yaml` | 210, 211 | 100.0 | 1.50 ± 0.00 (lowest) |" in table
+    assert "| + `configs/recipes/variants/h.yaml` | 210 | 100.0 | 1.00 (lowest) |" in table  # the screen's own seed
+    assert "| + `configs/recipes/variants/h.yaml+configs/recipes/variants/t.yaml` | 210 | 100.0 | 1.20 |" in table
