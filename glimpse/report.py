@@ -178,8 +178,9 @@ def search(rows: list[dict]) -> str:
             machine = " and ".join(sorted({cpu(r["machine"]) for r in rs + baseline}))
             options = {named(control, setting): baseline} | {named(recipe[0], setting): g for recipe, g in groups(rs, "recipe").items()}
             val = {name: statistics.mean(numbers(g, "val_error")) for name, g in options.items() if numbers(g, "val_error")}
+            lowest = min(val.values(), default=None)
             for name, g in options.items():
-                mark = " (lowest)" if name in val and val[name] == min(val.values()) else ""  # a tie marks both
+                mark = " (lowest)" if name in val and val[name] == lowest else ""  # a tie marks both
                 epochs = f"{statistics.mean(numbers(g, 'epochs')):.1f}" if g else "–"
                 body.append([setting, budget, machine, kind, name, seeds(g) if g else "–", epochs,
                              f"{percent(numbers(g, 'val_error'))}{mark}", percent(numbers(g, "test_error_one_path")),
@@ -211,7 +212,8 @@ def best(rows: list[dict]) -> str:
     for (setting, kind), rs in groups(rows, "setting", "kind").items():
         options = groups(rs, "recipe", "epochs")
         runs_on = {k: len({r["seed"] for r in g}) for k, g in options.items()}
-        (recipe, _), chosen = min(((k, g) for k, g in options.items() if runs_on[k] == max(runs_on.values())),
+        most = max(runs_on.values())
+        (recipe, _), chosen = min(((k, g) for k, g in options.items() if runs_on[k] == most),
                                   key=lambda kv: statistics.mean(numbers(kv[1], "val_error")))
         body.append([setting, kind, f"`{recipe}`", seeds(chosen), f"**{percent(numbers(chosen, 'test_error_one_path'))}**",
                      percent(numbers(chosen, "test_error_m10")), pixels(chosen, "pixels_per_image"), cost(chosen),

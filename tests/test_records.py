@@ -361,12 +361,16 @@ def test_stacked_changes_are_read_in_order_under_one_name():
     assert change_name(None) == "none" and change_name("a/b.yaml") == "b"
 
 
+# a hard mnist run of 100 epochs, as the search and best tables read it; a test sets recipe, seed and errors
+LONG_RUN = {c: "" for c in COLUMNS} | {"setting": "mnist", "kind": "hard", "machine": "m", "budget": "long", "epochs": "100",
+                                      "pixels_per_image": "384", "test_error_one_path": "0.02", "test_error_m10": "0.01"}
+
+
 def test_a_stacked_change_is_judged_against_what_it_was_added_to_and_the_best_needs_the_most_seeds():
     """std-search: a + b + c stands beside a + b's run of its seed (not the recipe as it is, not a + b's
     three-seed mean); and the best table does not crown a one-seed screen over a three-seed recipe, even
     with a lower validation error, since one draw beside a mean wins by luck as often as by merit."""
-    base = {c: "" for c in COLUMNS} | {"setting": "mnist", "kind": "hard", "machine": "m", "budget": "long",
-                                       "epochs": "100", "pixels_per_image": "384", "test_error_m10": "0.01"}
+    base = LONG_RUN
     hidden = RECIPE + "+configs/recipes/variants/h.yaml"
     confirmed = [base | {"recipe": hidden, "seed": str(s), "val_error": str(v), "test_error_one_path": "0.02"}
                  for s, v in ((210, 0.010), (211, 0.030), (212, 0.030))]
@@ -386,8 +390,7 @@ def test_a_stacked_change_is_judged_against_what_it_was_added_to_and_the_best_ne
 def test_changes_on_other_seeds_each_stand_beside_the_control_of_their_own_seeds():
     """std-confirmation beside std-search: a change run on seeds 210 and 211 and another on 210 alone are
     each set beside the control's runs of their own seeds, not one control averaged over both sets."""
-    base = {c: "" for c in COLUMNS} | {"setting": "mnist", "kind": "hard", "machine": "m", "budget": "long",
-                                       "epochs": "100", "test_error_one_path": "0.02", "test_error_m10": "0.01"}
+    base = LONG_RUN
     hidden = RECIPE + "+configs/recipes/variants/h.yaml"
     control = [base | {"recipe": hidden, "seed": s, "val_error": v} for s, v in (("210", "0.010"), ("211", "0.030"))]
     wide = [base | {"recipe": hidden + "+configs/recipes/variants/s.yaml", "seed": s, "val_error": "0.015"}
