@@ -235,6 +235,12 @@ def check_run(config) -> None:
             "an integer >= 1, or -1 (no limit); 0 would test an untrained model")
     require(trainer.limit_train_batches is None or trainer.limit_train_batches > 0, "trainer.limit_train_batches",
             trainer.limit_train_batches, "a number > 0 (batches, or a fraction of them); 0 would test an untrained model")
+    for stage in ("train", "val", "test"):
+        # Lightning's type puts float first, so the command line and config files turn a count of 1 into
+        # 1.0, which Lightning reads as every batch: a "one batch" check would silently run them all.
+        name = f"limit_{stage}_batches"
+        require(trainer[name] != 1, f"trainer.{name}", trainer[name],
+                "a count >= 2, a fraction below 1, or nothing for every batch (1 is read as 1.0, all of them)")
     require(model.glimpses <= MAX_GLIMPSES, "model.glimpses", model.glimpses,
             f"an integer in 1..{MAX_GLIMPSES}: every step's activations are kept for backpropagation")
     for name in ("what", "where", "glimpse_features", "hidden", "attention_size"):

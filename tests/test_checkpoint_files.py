@@ -19,8 +19,8 @@ from glimpse.checkpoints import CHECKSUM, AtomicCheckpointIO, CheckpointError, l
 from glimpse.checks import ConfigError
 from tests.conftest import REPO
 
-TINY = ["--attention", "soft", "--name=mnist-soft", "--model.glimpses=2", "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1",
-        "--trainer.limit_test_batches=1", "--data.batch_size=32", "--data.eval_batch_size=100"]
+TINY = ["--attention", "soft", "--name=mnist-soft", "--model.glimpses=2", "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=2",
+        "--trainer.limit_test_batches=2", "--data.batch_size=32", "--data.eval_batch_size=100"]
 
 
 @pytest.fixture(scope="module")

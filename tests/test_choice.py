@@ -9,7 +9,7 @@ from glimpse.checks import ConfigError
 from glimpse.losses import objective
 from glimpse.models import build
 from glimpse.module import GlimpseModel
-from tests.conftest import REPO
+from tests.conftest import FAST_LR, REPO, SMALL_NET
 from tests.test_models import grads_of
 
 
@@ -94,8 +94,9 @@ def test_unknown_estimator_is_refused():
 @pytest.mark.slow
 @pytest.mark.parametrize("estimator", ["reinforce", "gumbel"])
 def test_choice_learns_real_mnist(cli, estimator):
+    """A narrow net (as in test_train's short runs) on a 4x4 grid, 400 steps: far below chance."""
     run = cli("--attention", "choice", "--config", str(REPO / "configs/mnist.yaml"), "--trainer.precision=32-true",
-              f"--model.estimator={estimator}", "--model.grid_stride=6", "--trainer.max_epochs=3",
+              f"--model.estimator={estimator}", "--model.grid_stride=6", *SMALL_NET, FAST_LR, "--trainer.max_epochs=4",
               "--trainer.limit_train_batches=100", "--trainer.limit_val_batches=2", "--trainer.limit_test_batches=2",
               "--model.eval_samples=2")
     metrics = run.trainer.callback_metrics

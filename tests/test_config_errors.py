@@ -63,6 +63,7 @@ BAD = [  # (arguments, text the message must contain)
     (["--trainer.max_epochs=0"], "max_epochs=0"),  # would test an untrained model
     (["--trainer.max_steps=0"], "max_steps=0"),
     (["--trainer.limit_train_batches=0"], "limit_train_batches=0"),
+    (["--trainer.limit_val_batches=1"], "limit_val_batches=1.0"),  # Lightning would run all of them
     (["--trainer.accelerator=mps"], "trainer: "),  # the Trainer's own refusal (no Apple GPU here), as one line
     (["--model.classes=5"], "model.classes"),  # linked from the data: 10 digits
     (["--model.channels=3"], "model.channels"),  # linked from the data: grey images

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from glimpse.checkpoints import load_model
-from tests.conftest import REPO
+from tests.conftest import REPO, SMALL_NET
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,7 @@ def checkpoints(data, tmp_path_factory) -> dict[str, Path]:
         main(args=[f"--data.root={data}", f"--trainer.logger.init_args.save_dir={runs}", f"--trainer.default_root_dir={runs}",
                    "--trainer.enable_progress_bar=false", "--attention", kind, f"--name=mnist-{kind}", "--trainer.max_epochs=1",
                    "--trainer.limit_train_batches=3", "--trainer.limit_val_batches=2", "--trainer.limit_test_batches=2",
-                   "--data.eval_batch_size=100", "--model.glimpses=3"])
+                   "--data.eval_batch_size=100", "--model.glimpses=3", *SMALL_NET])
         found[kind] = runs / f"mnist-{kind}" / "version_0" / "checkpoints" / "last.ckpt"
     return found
 
@@ -195,7 +195,7 @@ def test_validation_split_and_another_std(checkpoints, data, tmp_path, capsys):
         out = tmp_path / f"{name}.json"
         capsys.readouterr()
         assert main([str(checkpoints["hard"]), str(checkpoints["soft"]), "--samples", "4", "--root", data,
-                     "--json", str(out), "--locations", "20", *extra]) == 0
+                     "--json", str(out), "--locations", "200", *extra]) == 0
         assert capsys.readouterr().out.startswith("# split: val") == (name != "test")
         rows[name] = json.loads(out.read_text())
     assert [r["images"] for r in rows["test"]] == [10_000, 10_000] and [r["split"] for r in rows["test"]] == ["test"] * 2
@@ -210,10 +210,11 @@ def test_validation_split_and_another_std(checkpoints, data, tmp_path, capsys):
     assert wide["sampled"]["share"] != hard["sampled"]["share"] or wide["sampled"]["error"] != hard["sampled"]["error"]
 
 
-def test_other_data_set_of_another_size_is_refused(checkpoints, data):
-    done = evaluate(str(checkpoints["hard"]), "--dataset", "translated", "--canvas", "60", "--root", data)
-    assert done.returncode == 2 and "60x60" not in done.stdout
-    assert "28x28" in done.stderr and "Traceback" not in done.stderr
+def test_other_data_set_of_another_size_is_refused(checkpoints, data, capsys):
+    from glimpse.evaluate import main
+    assert main([str(checkpoints["hard"]), "--dataset", "translated", "--canvas", "60", "--root", data]) == 2
+    out, err = capsys.readouterr()
+    assert "60x60" not in out and "28x28" in err and "Traceback" not in err
 
 
 def bad_files(tmp_path: Path, good: Path) -> dict[str, tuple[Path, str]]:
@@ -236,17 +237,20 @@ def bad_files(tmp_path: Path, good: Path) -> dict[str, tuple[Path, str]]:
 
 
 @pytest.mark.parametrize("case", ["missing", "empty", "truncated", "random bytes", "not ours", "other kind"])
-def test_bad_checkpoints_give_one_line_and_status_2(checkpoints, tmp_path, case):
+def test_bad_checkpoints_give_one_line_and_status_2(checkpoints, tmp_path, case, capsys):
+    """In this process: the status of the command in a process of its own is test_verbose_shows_the_traceback's."""
+    from glimpse.evaluate import main
     good = checkpoints["hard"]
     if case == "other kind":
         path, message, extra = good, "a 'hard' attention checkpoint, but 'soft' was asked for", ["--attention", "soft"]
     else:
         (path, message), extra = bad_files(tmp_path, good)[case], []
     before = hashlib.md5(path.read_bytes()).hexdigest() if path.exists() else None
-    done = evaluate(str(path), *extra)
-    assert done.returncode == 2
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and str(path) in lines[0] and message in lines[0], done.stderr
+    capsys.readouterr()
+    assert main([str(path), *extra]) == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and str(path) in lines[0] and message in lines[0], err
     assert (hashlib.md5(path.read_bytes()).hexdigest() if path.exists() else None) == before, "nothing overwritten"
 
 
@@ -255,6 +259,7 @@ def test_verbose_shows_the_traceback(checkpoints, tmp_path):
     path, _ = bad_files(tmp_path, checkpoints["hard"])["truncated"]
     verbose = evaluate(str(path), "--verbose")
     assert verbose.returncode == 2 and "Traceback" in verbose.stderr
+    assert verbose.stderr.strip().splitlines()[-1].startswith(f"error: {path}")
 
 
 def test_train_refuses_a_checkpoint_of_the_other_kind(checkpoints, tmp_path):

@@ -52,7 +52,7 @@ def test_optimisers_are_fused():
 
 TINY = ["--model.hidden=16", "--model.what=8", "--model.where=8", "--model.glimpse_features=16", "--model.glimpses=3",
         "--model.eval_samples=2", "--data.eval_batch_size=100", "--data.batch_size=16", "--trainer.max_epochs=2",
-        "--trainer.limit_train_batches=3", "--trainer.limit_val_batches=1", "--trainer.limit_test_batches=1"]
+        "--trainer.limit_train_batches=3", "--trainer.limit_val_batches=2", "--trainer.limit_test_batches=2"]
 
 
 @pytest.mark.parametrize("kind", ["hard", "choice"])

@@ -288,7 +288,7 @@ def test_a_wall_clock_budget_stops_the_run_and_the_schedule_spans_it(cli):
     rate has annealed to (nearly) zero by then, whatever number of steps fitted in: the assertions hold
     on a machine of any speed, so a slow or shared one does not fail them."""
     run = cli("--attention", "soft", "--trainer.max_time", "00:00:00:04", "--trainer.max_epochs", "-1",
-              "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1", "--trainer.limit_test_batches",
+              "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "2", "--trainer.limit_test_batches",
               "2", *TINY[4:])
     lr, steps = run.trainer.optimizers[0].param_groups[0]["lr"], run.trainer.global_step
     assert steps >= 2 and lr < 0.05 * run.model.hparams.lr, (steps, lr)

@@ -17,10 +17,10 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from glimpse.checkpoints import load_model
-from tests.conftest import REPO
+from tests.conftest import REPO, SMALL_NET
 
 SHORT = ["--trainer.max_epochs=3", "--trainer.limit_train_batches=30", "--trainer.limit_val_batches=2",
-         "--trainer.limit_test_batches=2", "--data.eval_batch_size=250", "--model.eval_samples=2"]
+         "--trainer.limit_test_batches=2", "--data.eval_batch_size=250", "--model.eval_samples=2", *SMALL_NET]
 
 
 def final_metrics(run) -> dict[str, float]:
@@ -47,7 +47,7 @@ def test_killed_run_resumes_to_the_same_result(cli, data, tmp_path):
     while not last.exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     assert last.exists(), process.stderr.read().decode()[-2000:] if process.poll() is not None else "no checkpoint"
-    time.sleep(1.0)  # into the second epoch
+    time.sleep(0.3)  # into the second epoch (kept short: a fast machine runs 30 narrow steps in about a second)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     assert process.returncode == -signal.SIGKILL, "the run was still training when it was killed"
@@ -70,7 +70,8 @@ def test_last_checkpoint_is_the_last_epoch_even_when_the_best_is_older(cli, tmp_
     """Lightning 2.6 writes ``save_last`` only beside a new best; ours is every epoch's, so a run killed
     long after its best resumes where it stopped. Monitoring ``epoch`` (mode min) makes epoch 0 the only best."""
     cli("--attention", "soft", "--trainer.max_epochs=3", "--trainer.limit_train_batches=2",
-        "--trainer.limit_val_batches=1", "--data.eval_batch_size=250", "--checkpoint.monitor=epoch")
+        "--trainer.limit_val_batches=2", "--trainer.limit_test_batches=2", "--data.eval_batch_size=250",
+        "--checkpoint.monitor=epoch")
     saved = {p.name: p for p in (tmp_path / "runs").rglob("*.ckpt")}
     assert set(saved) == {"best-epoch001.ckpt", "last.ckpt"}, saved
     assert load_model(saved["best-epoch001.ckpt"])[1]["epoch"] == 0
@@ -108,8 +109,8 @@ def test_resumed_pictures_continue_the_same_timeline(cli, tmp_path):
     assert [e.step for e in events.Images("pictures/steps")] == [30, 60]
 
 
-TINY = ["--attention", "soft", "--name=mnist-soft", "--model.glimpses=2", "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1",
-        "--trainer.limit_test_batches=1", "--data.batch_size=32", "--data.eval_batch_size=100"]
+TINY = ["--attention", "soft", "--name=mnist-soft", "--model.glimpses=2", "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=2",
+        "--trainer.limit_test_batches=2", "--data.batch_size=32", "--data.eval_batch_size=100"]
 
 
 def snapshot(folder) -> dict[str, str]:
