@@ -16,7 +16,8 @@ from tests.conftest import FAST_LR, REPO, SMALL_NET
                                              ("soft", "bf16-mixed"), ("choice", "bf16-mixed")])
 def test_fast_dev_run(cli, kind, precision):
     """Every stage runs; bfloat16 autocast (faster on CPUs with AVX-512 BF16) too, for every kind."""
-    run = cli("--attention", kind, "--trainer.fast_dev_run=true", f"--trainer.precision={precision}")
+    run = cli("--attention", kind, "--trainer.fast_dev_run=true", f"--trainer.precision={precision}",
+              "--data.eval_batch_size=100")  # one batch per stage: a small one (bfloat16 is slow without AVX-512)
     assert type(run.model.net) is KINDS[kind], "the network of the kind asked for was built and trained"
     images, _ = next(iter(run.datamodule.test_dataloader()))
     with torch.no_grad(), run.trainer.precision_plugin.forward_context():  # the context every step ran in
