@@ -274,16 +274,42 @@ def bench_table(path: Path) -> str:
     return table + (f"\n{where[:1].upper()}{where[1:]}.\n" if where else "")
 
 
+def selection(rows: list[dict], curves: dict[tuple[str, str], list[dict]]) -> str:
+    """How far the chosen checkpoint's validation error flatters it. The checkpoint is the epoch of
+    lowest one-path validation error, and late in a run that error still moves from one validation to
+    the next (a small change of the weights turns a few greedy paths), so the lowest of many is biased
+    low; the mean of the last ten validations is not chosen, so it is not. Long hard runs with a
+    recorded curve, per setting; each difference is taken per run, then averaged."""
+    rs = [r for r in rows if r["budget"] == "long" and r["kind"] == "hard" and len(curves.get(run_key(r), [])) >= 10
+          and numbers([r], "val_error") and numbers([r], "test_error_one_path")]
+    if not rs:
+        return NONE_YET
+    body = []
+    for (setting,), g in groups(rs, "setting").items():
+        late = [statistics.mean(float(p["val_error_one_path"]) for p in
+                                sorted(curves[run_key(r)], key=lambda p: int(p["epoch"]))[-10:]) for r in g]
+        chosen, test = numbers(g, "val_error"), numbers(g, "test_error_one_path")
+        body.append([setting, str(len(g)), percent(chosen), percent(late), percent(test),
+                     percent([t - c for t, c in zip(test, chosen)]), percent([t - m for t, m in zip(test, late)])])
+    header = ["setting", "runs", "val %, chosen checkpoint", "val %, mean of the last 10 validations",
+              "test %, one path", "test - chosen val", "test - last-10 val"]
+    return markdown(header, body) + f"\nMachines: {machines(rs)}.\n"
+
+
 BLOCKS: dict[str, Callable[[list[dict]], str]] = {
     "answer": answer, "equal-time": equal_time, "search": search, "best": best, "default-run": default_run, "runs": all_runs, "speed": speed}
+CURVE_BLOCKS: dict[str, Callable[[list[dict], dict], str]] = {"selection": selection}  # from the curves too
 
 
-def render(text: str, rows: list[dict], source: str = "") -> str:
-    """The document with every generated block rewritten from ``rows``."""
+def render(text: str, rows: list[dict], source: str = "", curves: dict[tuple[str, str], list[dict]] | None = None) -> str:
+    """The document with every generated block rewritten from ``rows`` (and ``curves``, docs/curves.csv)."""
     def fill(match: re.Match) -> str:
         name = match["name"]
+        if name in CURVE_BLOCKS:
+            return match.group(1) + CURVE_BLOCKS[name](rows, curves or {}) + match.group(4)
         if name not in BLOCKS:
-            raise SystemExit(f"error: {source}: unknown block report:{name}; expected one of {', '.join(BLOCKS)}")
+            raise SystemExit(f"error: {source}: unknown block report:{name}; expected one of "
+                             f"{', '.join([*BLOCKS, *CURVE_BLOCKS])}")
         return match.group(1) + BLOCKS[name](rows) + match.group(4)
 
     return BLOCK.sub(fill, text)
@@ -351,14 +377,14 @@ def main(argv: list[str] | None = None) -> int:
         except (ValueError, OSError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-    rows = read_rows(args.records)
+    rows, curves = read_rows(args.records), read_curves(args.records)
     stale = []
     for name in DOCUMENTS:
         path = args.root / name
         if not path.exists():
             continue
         text = path.read_text()
-        new = render(text, rows, name)
+        new = render(text, rows, name, curves)
         if new != text:
             stale.append(name)
             if not args.check:
@@ -372,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(f"rewrote {', '.join(stale)}" if stale else "nothing to rewrite")
     if args.figures:
-        for path in figures(rows, read_curves(args.records), args.root / "docs" / "figures"):
+        for path in figures(rows, curves, args.root / "docs" / "figures"):
             print(f"wrote {path}")
     return 0
 

@@ -401,3 +401,24 @@ def test_changes_on_other_seeds_each_stand_beside_the_control_of_their_own_seeds
     assert "| + `configs/recipes/variants/h.yaml+configs/recipes/variants/s.yaml` | 210, 211 | 100.0 | 1.50 ± 0.00 (lowest) |" in table
     assert "| + `configs/recipes/variants/h.yaml` | 210 | 100.0 | 1.00 (lowest) |" in table  # the screen's own seed
     assert "| + `configs/recipes/variants/h.yaml+configs/recipes/variants/t.yaml` | 210 | 100.0 | 1.20 |" in table
+
+
+def test_selection_sets_the_chosen_validation_error_beside_the_last_ten_and_the_test():
+    """The last ten validations by epoch (the curve file need not be in order), differences per run;
+    runs with fewer than ten validations, and runs that are not long hard runs, are left out."""
+    def curve(row: dict, values: list[float]) -> list[dict]:
+        points = [{"run": row["run"], "started": row["started"], "epoch": str(e + 1), "minutes": "1",
+                   "val_error_one_path": str(v)} for e, v in enumerate(values)]
+        return points[::-1]
+
+    runs = [LONG_RUN | {"run": f"runs/r{s}", "started": "t", "seed": str(s), "val_error": "0.01",
+                        "test_error_one_path": t} for s, t in ((1, "0.02"), (2, "0.03"))]
+    curves = {("runs/r1", "t"): curve(runs[0], [0.5] * 5 + [0.01] + [0.02] * 9),  # last ten: 0.01 then nine 0.02
+              ("runs/r2", "t"): curve(runs[1], [0.5] * 3 + [0.01] + [0.03] * 9)}
+    short = LONG_RUN | {"run": "runs/r3", "started": "t", "val_error": "0.01", "test_error_one_path": "0.5"}
+    soft = runs[0] | {"run": "runs/r4", "kind": "soft"}
+    curves |= {("runs/r3", "t"): curve(short, [0.01] * 9), ("runs/r4", "t"): curves[("runs/r1", "t")]}
+    table = report.selection(runs + [short, soft], curves)
+    # last-ten means 1.90 and 2.80 %; test minus chosen 1.00 and 2.00; test minus last ten 0.10 and 0.20
+    assert "| mnist | 2 | 1.00 ± 0.00 | 2.35 ± 0.64 | 2.50 ± 0.71 | 1.50 ± 0.71 | 0.15 ± 0.07 |" in table, table
+    assert report.selection([short], curves) == report.NONE_YET
