@@ -14,7 +14,7 @@ from glimpse.data import ensure_mnist
 REPO = Path(__file__).resolve().parents[1]
 
 # Narrow networks for tests that check what the code does (resumes, evaluates, learns at all), not what
-# the recipe's widths reach: on a 2-core CPU the recipe's 256-unit LSTM made each such run 3-4x slower.
+# the recipe's widths reach: on a 2-core CPU the recipe's 256-unit LSTM made each such run 2.5-3x slower.
 # ``FAST_LR`` lets the narrow net learn in a test's few hundred steps.
 SMALL_NET = ("--model.hidden=64", "--model.what=32", "--model.where=32", "--model.glimpse_features=64")
 FAST_LR = "--model.lr=0.003"

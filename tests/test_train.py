@@ -51,7 +51,7 @@ def test_print_config_shows_the_default_runs_recipe(capsys):
 @pytest.mark.parametrize("kind, limit, epochs, ceiling", [("hard", 100, 4, 0.35), ("soft", 100, 3, 0.45)])
 def test_short_run_learns_real_mnist(cli, tmp_path, kind, limit, epochs, ceiling):
     """A few thousand real images, a fixed number of steps: far below the 90% error of chance. A narrow
-    net, and soft reads a 4x4 grid (stride 6), not the recipe's 6x6: the same code learns, in a third
+    net, and soft reads a 4x4 grid (stride 6), not the recipe's 6x6: the same code learns, in about a third
     of the time of the recipe's widths."""
     run = cli("--attention", kind, *SMALL_NET, FAST_LR, *(["--model.grid_stride=6"] if kind == "soft" else []),
               f"--trainer.max_epochs={epochs}", f"--trainer.limit_train_batches={limit}",
