@@ -8,7 +8,8 @@ configs/recipes/plan.yaml, one after another, each recorded in docs/runs.csv as 
 Why a runner: the plan (recipes, seeds, budget) is committed before any run, and a table cell is
 "this recipe, this kind, this seed, this budget"; typing the commands by hand is where a cell
 quietly differs from its neighbours. Runs of one table differ only in the kind's arguments and the
-seed. Two runners on a 2-core machine: give each one core (``taskset``) and one thread.
+seed. Two runners on a 2-core machine: give each one core (``taskset``) and one thread. A runner
+stopped mid-run and started again resumes that run from its last epoch, in its own folder.
 """
 
 from __future__ import annotations
@@ -91,6 +92,19 @@ def recorded(rows: list[dict], budget: str, processor: str) -> set[tuple]:
             if r["budget"] == budget and cpu(r["machine"]) == processor}
 
 
+def resume_arguments(runs: Path, name: str) -> list[str]:
+    """``--ckpt_path`` that folder's ``last.ckpt`` when the newest run folder of this name was stopped
+    before it finished (a ``last.ckpt``, no ``run.json``): a runner killed at the end of a session goes
+    on where it stopped, in the same folder, instead of training the cell again from epoch 1 in a new
+    one. The path, not ``last``: ``last`` is the newest checkpoint of any of the name's folders."""
+    versions = sorted((runs / name).glob("version_*"), key=lambda p: int(p.name.split("_")[-1]) if
+                      p.name.split("_")[-1].isdigit() else -1)
+    newest = versions[-1] if versions else None
+    if newest and (newest / "checkpoints" / "last.ckpt").is_file() and not (newest / "run.json").exists():
+        return ["--ckpt_path", str(newest / "checkpoints" / "last.ckpt")]
+    return []
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m glimpse.experiment", description=__doc__.splitlines()[0])
     parser.add_argument("table", help="a table of the plan, e.g. equal-time")
@@ -116,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     todo = commands(args.table, plan, args.settings, args.kinds, args.seeds, done, args.variants)
     env = {**os.environ, "OMP_NUM_THREADS": str(spec.get("threads", 1))}
     for cell, train_args in todo:
+        name = train_args[train_args.index("--name") + 1]
+        train_args = [*train_args, *resume_arguments(ROOT / "runs", name)]
         print("python train.py " + " ".join(train_args), flush=True)
         if args.dry_run:
             continue
@@ -123,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         if done_run.returncode != 0:
             print(f"error: {' '.join(cell)} failed (exit {done_run.returncode}); later cells not run", file=sys.stderr)
             return 1
-        runs = sorted((ROOT / "runs" / train_args[-1]).glob("version_*/run.json"), key=lambda p: p.stat().st_mtime)
+        runs = sorted((ROOT / "runs" / name).glob("version_*/run.json"), key=lambda p: p.stat().st_mtime)
         add_runs(args.records, [runs[-1].parent])
         print(f"recorded {' '.join(cell)}", flush=True)
     return 0

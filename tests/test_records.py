@@ -422,3 +422,28 @@ def test_selection_sets_the_chosen_validation_error_beside_the_last_ten_and_the_
     # last-ten means 1.90 and 2.80 %; test minus chosen 1.00 and 2.00; test minus last ten 0.10 and 0.20
     assert "| mnist | 2 | 1.00 ± 0.00 | 2.35 ± 0.64 | 2.50 ± 0.71 | 1.50 ± 0.71 | 0.15 ± 0.07 |" in table, table
     assert report.selection([short], curves) == report.NONE_YET
+
+
+def test_a_stopped_run_of_the_plan_resumes_and_a_finished_one_does_not(tmp_path, monkeypatch, capsys):
+    """The runner, started again after a kill, continues the cell's newest run folder from its last
+    checkpoint; a folder that finished (run.json) or never saved a checkpoint starts afresh."""
+    from glimpse import experiment
+
+    name = "std-confirmation-translated60-hard-policy-hidden-s221"
+    stopped = tmp_path / "runs" / name / "version_0" / "checkpoints"
+    stopped.mkdir(parents=True)
+    assert experiment.resume_arguments(tmp_path / "runs", name) == []  # no checkpoint yet
+    (stopped / "last.ckpt").write_bytes(b"x")
+    assert experiment.resume_arguments(tmp_path / "runs", name) == ["--ckpt_path", str(stopped / "last.ckpt")]
+    monkeypatch.setattr(experiment, "ROOT", tmp_path)
+    records = tmp_path / "runs.csv"
+    assert experiment.main(["std-confirmation", "--variants", "policy-hidden", "--seeds", "221", "--dry-run",
+                            "--records", str(records)]) == 0
+    assert capsys.readouterr().out.strip().endswith(f"--name {name} --ckpt_path {stopped / 'last.ckpt'}")
+    (stopped.parent / "run.json").write_text("{}")
+    assert experiment.resume_arguments(tmp_path / "runs", name) == []
+    later = tmp_path / "runs" / name / "version_10" / "checkpoints"  # newest by number, not by name
+    later.mkdir(parents=True)
+    (later / "last.ckpt").write_bytes(b"x")
+    (tmp_path / "runs" / name / "version_9" / "checkpoints").mkdir(parents=True)
+    assert experiment.resume_arguments(tmp_path / "runs", name) == ["--ckpt_path", str(later / "last.ckpt")]
