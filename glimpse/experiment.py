@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import yaml
 
-from glimpse.records import add_runs, budget_name, cpu, kind_arguments, machine, read_rows, recipe_file, seconds
+from glimpse.records import SUMMARY, add_runs, budget_name, cpu, kind_arguments, machine, read_rows, recipe_file, seconds
 
 ROOT = Path(__file__).resolve().parents[1]
 PLAN = ROOT / "configs" / "recipes" / "plan.yaml"
@@ -97,10 +98,9 @@ def resume_arguments(runs: Path, name: str) -> list[str]:
     before it finished (a ``last.ckpt``, no ``run.json``): a runner killed at the end of a session goes
     on where it stopped, in the same folder, instead of training the cell again from epoch 1 in a new
     one. The path, not ``last``: ``last`` is the newest checkpoint of any of the name's folders."""
-    versions = sorted((runs / name).glob("version_*"), key=lambda p: int(p.name.split("_")[-1]) if
-                      p.name.split("_")[-1].isdigit() else -1)
-    newest = versions[-1] if versions else None
-    if newest and (newest / "checkpoints" / "last.ckpt").is_file() and not (newest / "run.json").exists():
+    versions = [p for p in (runs / name).glob("version_*") if re.fullmatch(r"version_\d+", p.name)]
+    newest = max(versions, key=lambda p: int(p.name.removeprefix("version_")), default=None)
+    if newest and (newest / "checkpoints" / "last.ckpt").is_file() and not (newest / SUMMARY).exists():
         return ["--ckpt_path", str(newest / "checkpoints" / "last.ckpt")]
     return []
 
@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         if done_run.returncode != 0:
             print(f"error: {' '.join(cell)} failed (exit {done_run.returncode}); later cells not run", file=sys.stderr)
             return 1
-        runs = sorted((ROOT / "runs" / name).glob("version_*/run.json"), key=lambda p: p.stat().st_mtime)
+        runs = sorted((ROOT / "runs" / name).glob(f"version_*/{SUMMARY}"), key=lambda p: p.stat().st_mtime)
         add_runs(args.records, [runs[-1].parent])
         print(f"recorded {' '.join(cell)}", flush=True)
     return 0
