@@ -150,7 +150,9 @@ def search(rows: list[dict]) -> str:
     """Changes to a recipe (a variant's file on top of it), each beside its control (control_of): the same
     setting, kind and budget (a wall-clock budget, or a long run's epochs), the control's runs of the
     changes' seeds only, so the comparison is paired. Judged on the mean validation error, which the
-    table marks; the test errors are each run's one evaluation, shown, never chosen on. The epochs say
+    table marks; the test errors are each run's one evaluation, shown, never chosen on. The mean of
+    each run's last ten validations (``LATE``) stands in the last column: unlike the chosen
+    checkpoint's error it is not the lowest of many, so it is the fairer judge of a small lead. The epochs say
     what a wall-clock budget bought: a control run in another session on the same processor can have
     bought more or fewer. Under a wall-clock budget each machine is a group of its own, as in the
     equal-time table: its budget buys other work, so its runs are never averaged with another machine's.
@@ -163,6 +165,9 @@ def search(rows: list[dict]) -> str:
     def keyed(rs: list[dict]) -> list[dict]:
         return [r | {"span": span(r), "where": r["machine"] if r["budget"] != "long" else "",
                      "control": control_of(r["recipe"])} for r in rs]
+
+    def late(g: list[dict]) -> str:  # only where every run of the option has its curve: a part is another mean
+        return percent(numbers(g, LATE)) if g and len(numbers(g, LATE)) == len(g) else "–"
 
     def named(recipe: str, setting: str) -> str:
         return "the recipe as it is" if recipe == recipe_file(setting) else "+ `" + recipe.split("+", 1)[1] + "`"
@@ -184,9 +189,9 @@ def search(rows: list[dict]) -> str:
                 epochs = f"{statistics.mean(numbers(g, 'epochs')):.1f}" if g else "–"
                 body.append([setting, budget, machine, kind, name, seeds(g) if g else "–", epochs,
                              f"{percent(numbers(g, 'val_error'))}{mark}", percent(numbers(g, "test_error_one_path")),
-                             percent(numbers(g, "test_error_m10"))])
+                             percent(numbers(g, "test_error_m10")), late(g)])
     header = ["setting", "budget", "machine", "kind", "change", "seeds", "epochs", "val error %, one path",
-              "test error %, one path", "test error %, M = 10"]
+              "test error %, one path", "test error %, M = 10", "val error %, last 10 validations"]
     return (markdown(header, body) + f"\n{ONE_MACHINE} A budget of epochs buys the same work on every "
             f"machine, so its rows pair runs of any machine. A change stacked on another (`a+b`) stands "
             f"beside that other's runs of its seeds. Machines: {machines(tried)}.\n")
@@ -274,21 +279,34 @@ def bench_table(path: Path) -> str:
     return table + (f"\n{where[:1].upper()}{where[1:]}.\n" if where else "")
 
 
-def selection(rows: list[dict], curves: dict[tuple[str, str], list[dict]]) -> str:
+LATE = "val_error_last10"  # the mean of a run's last ten validations (with_late), not a column of runs.csv
+
+
+def with_late(rows: list[dict], curves: dict[tuple[str, str], list[dict]]) -> list[dict]:
+    """The rows, each with ``LATE``: the mean one-path validation error of its last ten validations by
+    epoch, from its recorded curve; empty for a run with fewer than ten recorded. Why beside the chosen
+    checkpoint's: that one is the lowest of many validations that still move late in a run, so it is
+    biased low (``selection``); the last ten are not chosen, so their mean is not."""
+    def late(row: dict) -> str:
+        points = sorted(curves.get(run_key(row), []), key=lambda p: int(p["epoch"]))[-10:]
+        return str(statistics.mean(float(p["val_error_one_path"]) for p in points)) if len(points) == 10 else ""
+
+    return [r | {LATE: late(r)} for r in rows]
+
+
+def selection(rows: list[dict]) -> str:
     """How far the chosen checkpoint's validation error flatters it. The checkpoint is the epoch of
     lowest one-path validation error, and late in a run that error still moves from one validation to
     the next (a small change of the weights turns a few greedy paths), so the lowest of many is biased
-    low; the mean of the last ten validations is not chosen, so it is not. Long hard runs with a
-    recorded curve, per setting; each difference is taken per run, then averaged."""
-    rs = [r for r in rows if r["budget"] == "long" and r["kind"] == "hard" and len(curves.get(run_key(r), [])) >= 10
-          and numbers([r], "val_error") and numbers([r], "test_error_one_path")]
+    low; the mean of the last ten validations (``LATE``) is not chosen, so it is not. Long hard runs
+    with a recorded curve, per setting; each difference is taken per run, then averaged."""
+    rs = [r for r in rows if r["budget"] == "long" and r["kind"] == "hard"
+          and all(numbers([r], c) for c in (LATE, "val_error", "test_error_one_path"))]
     if not rs:
         return NONE_YET
     body = []
     for (setting,), g in groups(rs, "setting").items():
-        late = [statistics.mean(float(p["val_error_one_path"]) for p in
-                                sorted(curves[run_key(r)], key=lambda p: int(p["epoch"]))[-10:]) for r in g]
-        chosen, test = numbers(g, "val_error"), numbers(g, "test_error_one_path")
+        chosen, late, test = numbers(g, "val_error"), numbers(g, LATE), numbers(g, "test_error_one_path")
         body.append([setting, str(len(g)), percent(chosen), percent(late), percent(test),
                      percent([t - c for t, c in zip(test, chosen)]), percent([t - m for t, m in zip(test, late)])])
     header = ["setting", "runs", "val %, chosen checkpoint", "val %, mean of the last 10 validations",
@@ -297,19 +315,18 @@ def selection(rows: list[dict], curves: dict[tuple[str, str], list[dict]]) -> st
 
 
 BLOCKS: dict[str, Callable[[list[dict]], str]] = {
-    "answer": answer, "equal-time": equal_time, "search": search, "best": best, "default-run": default_run, "runs": all_runs, "speed": speed}
-CURVE_BLOCKS: dict[str, Callable[[list[dict], dict], str]] = {"selection": selection}  # from the curves too
+    "answer": answer, "equal-time": equal_time, "search": search, "best": best, "default-run": default_run,
+    "runs": all_runs, "speed": speed, "selection": selection}
 
 
 def render(text: str, rows: list[dict], source: str = "", curves: dict[tuple[str, str], list[dict]] | None = None) -> str:
-    """The document with every generated block rewritten from ``rows`` (and ``curves``, docs/curves.csv)."""
+    """The document with every generated block rewritten from ``rows`` and their ``curves`` (docs/curves.csv)."""
+    rows = with_late(rows, curves or {})
+
     def fill(match: re.Match) -> str:
         name = match["name"]
-        if name in CURVE_BLOCKS:
-            return match.group(1) + CURVE_BLOCKS[name](rows, curves or {}) + match.group(4)
         if name not in BLOCKS:
-            raise SystemExit(f"error: {source}: unknown block report:{name}; expected one of "
-                             f"{', '.join([*BLOCKS, *CURVE_BLOCKS])}")
+            raise SystemExit(f"error: {source}: unknown block report:{name}; expected one of {', '.join(BLOCKS)}")
         return match.group(1) + BLOCKS[name](rows) + match.group(4)
 
     return BLOCK.sub(fill, text)

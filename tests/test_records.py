@@ -418,10 +418,19 @@ def test_selection_sets_the_chosen_validation_error_beside_the_last_ten_and_the_
     short = LONG_RUN | {"run": "runs/r3", "started": "t", "val_error": "0.01", "test_error_one_path": "0.5"}
     soft = runs[0] | {"run": "runs/r4", "kind": "soft"}
     curves |= {("runs/r3", "t"): curve(short, [0.01] * 9), ("runs/r4", "t"): curves[("runs/r1", "t")]}
-    table = report.selection(runs + [short, soft], curves)
+    table = report.selection(report.with_late(runs + [short, soft], curves))
     # last-ten means 1.90 and 2.80 %; test minus chosen 1.00 and 2.00; test minus last ten 0.10 and 0.20
     assert "| mnist | 2 | 1.00 ± 0.00 | 2.35 ± 0.64 | 2.50 ± 0.71 | 1.50 ± 0.71 | 0.15 ± 0.07 |" in table, table
-    assert report.selection([short], curves) == report.NONE_YET
+    assert report.selection(report.with_late([short], curves)) == report.NONE_YET
+    # the search table shows the last-ten mean beside each option, '–' where one of its runs has no curve
+    runs = [r | {"recipe": "configs/recipes/mnist.yaml"} for r in runs]
+    screened = [r | {"run": r["run"] + "v", "recipe": r["recipe"] + "+configs/recipes/variants/v.yaml"} for r in runs]
+    both = curves | {("runs/r1v", "t"): curves[("runs/r1", "t")], ("runs/r2v", "t"): curves[("runs/r2", "t")]}
+    rows = report.search(report.with_late(runs + screened, both)).splitlines()
+    assert [r.rsplit("|", 2)[1].strip() for r in rows if "| mnist |" in r] == ["2.35 ± 0.64"] * 2, rows
+    del both[("runs/r2v", "t")]
+    rows = report.search(report.with_late(runs + screened, both)).splitlines()
+    assert [r.rsplit("|", 2)[1].strip() for r in rows if "| mnist |" in r] == ["2.35 ± 0.64", "–"], rows
 
 
 def test_a_stopped_run_of_the_plan_resumes_and_a_finished_one_does_not(tmp_path, monkeypatch, capsys):
