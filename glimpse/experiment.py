@@ -93,13 +93,19 @@ def recorded(rows: list[dict], budget: str, processor: str) -> set[tuple]:
             if r["budget"] == budget and cpu(r["machine"]) == processor}
 
 
+def newest_run(runs: Path, name: str) -> Path | None:
+    """The newest run folder of a name (``version_N``, by N, as train.py numbers them): the one a
+    stopped runner resumes, and the one a run that just finished wrote into."""
+    versions = [p for p in (runs / name).glob("version_*") if re.fullmatch(r"version_\d+", p.name)]
+    return max(versions, key=lambda p: int(p.name.removeprefix("version_")), default=None)
+
+
 def resume_arguments(runs: Path, name: str) -> list[str]:
     """``--ckpt_path`` that folder's ``last.ckpt`` when the newest run folder of this name was stopped
     before it finished (a ``last.ckpt``, no ``run.json``): a runner killed at the end of a session goes
     on where it stopped, in the same folder, instead of training the cell again from epoch 1 in a new
     one. The path, not ``last``: ``last`` is the newest checkpoint of any of the name's folders."""
-    versions = [p for p in (runs / name).glob("version_*") if re.fullmatch(r"version_\d+", p.name)]
-    newest = max(versions, key=lambda p: int(p.name.removeprefix("version_")), default=None)
+    newest = newest_run(runs, name)
     if newest and (newest / "checkpoints" / "last.ckpt").is_file() and not (newest / SUMMARY).exists():
         return ["--ckpt_path", str(newest / "checkpoints" / "last.ckpt")]
     return []
@@ -139,8 +145,12 @@ def main(argv: list[str] | None = None) -> int:
         if done_run.returncode != 0:
             print(f"error: {' '.join(cell)} failed (exit {done_run.returncode}); later cells not run", file=sys.stderr)
             return 1
-        runs = sorted((ROOT / "runs" / name).glob(f"version_*/{SUMMARY}"), key=lambda p: p.stat().st_mtime)
-        add_runs(args.records, [runs[-1].parent])
+        folder = newest_run(ROOT / "runs", name)
+        if folder is None or not (folder / SUMMARY).is_file():
+            # never an older finished folder of the name: that would record one run twice
+            print(f"error: {' '.join(cell)} exited 0 but {folder} holds no {SUMMARY}; not recorded", file=sys.stderr)
+            return 1
+        add_runs(args.records, [folder])
         print(f"recorded {' '.join(cell)}", flush=True)
     return 0
 

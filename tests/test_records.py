@@ -4,6 +4,7 @@ runs.csv, and the report regenerates (or, with --check, refuses drifted) tables 
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 from unittest import mock
@@ -456,3 +457,32 @@ def test_a_stopped_run_of_the_plan_resumes_and_a_finished_one_does_not(tmp_path,
     (later / "last.ckpt").write_bytes(b"x")
     (tmp_path / "runs" / name / "version_9" / "checkpoints").mkdir(parents=True)
     assert experiment.resume_arguments(tmp_path / "runs", name) == ["--ckpt_path", str(later / "last.ckpt")]
+
+
+def test_the_runner_records_the_folder_the_run_wrote_and_never_an_older_one(tmp_path, monkeypatch, capsys):
+    """After train.py exits, the runner records the cell's newest run folder; where that folder holds no
+    run.json, it stops with an error instead of recording an older finished folder of the same name a
+    second time."""
+    from glimpse import experiment
+
+    name = "std-confirmation-translated60-hard-policy-hidden-s221"
+    older = tmp_path / "runs" / name / "version_0"
+    older.mkdir(parents=True)
+    (older / "run.json").write_text("{}")
+    written, added = [], []
+
+    def train(argv, **_):  # stands in for train.py: writes version_1, with or without its summary
+        folder = tmp_path / "runs" / name / "version_1"
+        (folder / "checkpoints").mkdir(parents=True, exist_ok=True)
+        if written:
+            (folder / "run.json").write_text("{}")
+        return subprocess.CompletedProcess(argv, 0)
+
+    monkeypatch.setattr(experiment, "ROOT", tmp_path)
+    monkeypatch.setattr(experiment.subprocess, "run", train)
+    monkeypatch.setattr(experiment, "add_runs", lambda records, folders: added.extend(folders))
+    argv = ["std-confirmation", "--variants", "policy-hidden", "--seeds", "221", "--records", str(tmp_path / "r.csv")]
+    assert experiment.main(argv) == 1 and added == []
+    assert "holds no run.json; not recorded" in capsys.readouterr().err
+    written.append(True)
+    assert experiment.main(argv) == 0 and added == [tmp_path / "runs" / name / "version_1"]
