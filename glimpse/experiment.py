@@ -87,10 +87,12 @@ def table_budget(spec: dict) -> str:
 
 
 def recorded(rows: list[dict], budget: str, processor: str) -> set[tuple]:
-    """The cells already run at this budget on this processor. A wall-clock budget buys different work
-    on another processor, so a run there does not fill this machine's cell of the table."""
+    """The cells already run at this budget: on this processor for a wall-clock budget, which buys
+    different work on another processor, so a run there does not fill this machine's cell of the table;
+    on any processor for a number of epochs, the same work anywhere, so a long cell finished on another
+    machine is not run (and recorded) a second time with the same seed."""
     return {(r["setting"], r["kind"], r["seed"], r["recipe"]) for r in rows
-            if r["budget"] == budget and cpu(r["machine"]) == processor}
+            if r["budget"] == budget and (budget == budget_name(None) or cpu(r["machine"]) == processor)}
 
 
 def newest_run(runs: Path, name: str) -> Path | None:
