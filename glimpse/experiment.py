@@ -8,7 +8,8 @@ configs/recipes/plan.yaml, one after another, each recorded in docs/runs.csv as 
 Why a runner: the plan (recipes, seeds, budget) is committed before any run, and a table cell is
 "this recipe, this kind, this seed, this budget"; typing the commands by hand is where a cell
 quietly differs from its neighbours. Runs of one table differ only in the kind's arguments and the
-seed. Two runners on a 2-core machine: give each one core (``taskset``) and one thread. A runner
+seed. Two runners on a 2-core machine: give each one core (``taskset``) and one thread; a long cell
+that one core cannot finish in a sitting can take both (``--threads 2``, tables of epochs only). A runner
 stopped mid-run and started again resumes that run from its last epoch, in its own folder.
 """
 
@@ -113,6 +114,11 @@ def resume_arguments(runs: Path, name: str) -> list[str]:
     return []
 
 
+def train(train_args: list[str], env: dict[str, str]) -> int:
+    """One cell: train.py in its own process (a fresh seed and thread count each), its exit code."""
+    return subprocess.run([sys.executable, "train.py", *train_args], cwd=ROOT, env=env).returncode
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m glimpse.experiment", description=__doc__.splitlines()[0])
     parser.add_argument("table", help="a table of the plan, e.g. equal-time")
@@ -122,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants", nargs="+", help="only these of the table's variants (a file's stem; none: the recipe as it is)")
     parser.add_argument("--plan", type=Path, default=PLAN)
     parser.add_argument("--records", type=Path, default=ROOT / "docs" / "runs.csv")
+    parser.add_argument("--threads", type=int, help="threads per run instead of the plan's; a table of epochs only")
     parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     args = parser.parse_args(argv)
     plan = yaml.safe_load(args.plan.read_text())
@@ -134,18 +141,22 @@ def main(argv: list[str] | None = None) -> int:
         for value in given or []:
             if value not in allowed:
                 parser.error(f"--{name} {value} is not allowed: expected one of {', '.join(allowed)}")
+    if args.threads is not None and ("budget" in spec or args.threads < 1):
+        # a wall-clock budget buys other work at another thread count; a number of epochs is the same work
+        parser.error(f"--threads {args.threads} is not allowed for {args.table}: expected a count >= 1, "
+                     "and a table with a number of epochs (a wall-clock table runs at the plan's threads)")
     done = recorded(read_rows(args.records), table_budget(spec), cpu(machine()))
     todo = commands(args.table, plan, args.settings, args.kinds, args.seeds, done, args.variants)
-    env = {**os.environ, "OMP_NUM_THREADS": str(spec.get("threads", 1))}
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads or spec.get("threads", 1))}
     for cell, train_args in todo:
         name = train_args[train_args.index("--name") + 1]
         train_args = [*train_args, *resume_arguments(ROOT / "runs", name)]
         print("python train.py " + " ".join(train_args), flush=True)
         if args.dry_run:
             continue
-        done_run = subprocess.run([sys.executable, "train.py", *train_args], cwd=ROOT, env=env)
-        if done_run.returncode != 0:
-            print(f"error: {' '.join(cell)} failed (exit {done_run.returncode}); later cells not run", file=sys.stderr)
+        code = train(train_args, env)
+        if code != 0:
+            print(f"error: {' '.join(cell)} failed (exit {code}); later cells not run", file=sys.stderr)
             return 1
         folder = newest_run(ROOT / "runs", name)
         if folder is None or not (folder / SUMMARY).is_file():

@@ -4,7 +4,6 @@ runs.csv, and the report regenerates (or, with --check, refuses drifted) tables 
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 from unittest import mock
@@ -473,18 +472,41 @@ def test_the_runner_records_the_folder_the_run_wrote_and_never_an_older_one(tmp_
     (older / "run.json").write_text("{}")
     written, added = [], []
 
-    def train(argv, **_):  # stands in for train.py: writes version_1, with or without its summary
+    def train(train_args, env):  # stands in for train.py: writes version_1, with or without its summary
         folder = tmp_path / "runs" / name / "version_1"
         (folder / "checkpoints").mkdir(parents=True, exist_ok=True)
         if written:
             (folder / "run.json").write_text("{}")
-        return subprocess.CompletedProcess(argv, 0)
+        return 0
 
     monkeypatch.setattr(experiment, "ROOT", tmp_path)
-    monkeypatch.setattr(experiment.subprocess, "run", train)
+    monkeypatch.setattr(experiment, "train", train)
     monkeypatch.setattr(experiment, "add_runs", lambda records, folders: added.extend(folders))
     argv = ["std-confirmation", "--variants", "policy-hidden", "--seeds", "221", "--records", str(tmp_path / "r.csv")]
     assert experiment.main(argv) == 1 and added == []
     assert "holds no run.json; not recorded" in capsys.readouterr().err
     written.append(True)
     assert experiment.main(argv) == 0 and added == [tmp_path / "runs" / name / "version_1"]
+
+
+def test_a_long_cell_can_take_more_threads_and_a_wall_clock_cell_cannot(tmp_path, monkeypatch, capsys):
+    """--threads sets the runs' OMP_NUM_THREADS for a table of epochs (the same work at any thread
+    count); a wall-clock table refuses it before anything runs, naming the value."""
+    from glimpse import experiment
+
+    seen = []
+
+    def train(train_args, env):
+        seen.append(env["OMP_NUM_THREADS"])
+        return 1  # fails at once: the runner stops after one cell
+
+    monkeypatch.setattr(experiment, "ROOT", tmp_path)
+    monkeypatch.setattr(experiment, "train", train)
+    records = ["--records", str(tmp_path / "r.csv")]
+    assert experiment.main(["canvas-confirmation", "--seeds", "320", *records]) == 1 and seen == ["1"]
+    assert experiment.main(["canvas-confirmation", "--seeds", "320", "--threads", "2", *records]) == 1 and seen == ["1", "2"]
+    for table, threads in (("equal-time", "2"), ("canvas-confirmation", "0")):
+        with pytest.raises(SystemExit):
+            experiment.main([table, "--threads", threads, *records])
+        assert f"--threads {threads} is not allowed for {table}" in capsys.readouterr().err
+    assert seen == ["1", "2"]
