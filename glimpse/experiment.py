@@ -24,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-from glimpse.records import SUMMARY, add_runs, budget_name, cpu, kind_arguments, machine, read_rows, recipe_file, seconds
+from glimpse.records import LONG, SUMMARY, add_runs, budget_name, cpu, kind_arguments, machine, read_rows, recipe_file, seconds
 
 ROOT = Path(__file__).resolve().parents[1]
 PLAN = ROOT / "configs" / "recipes" / "plan.yaml"
@@ -93,7 +93,7 @@ def recorded(rows: list[dict], budget: str, processor: str) -> set[tuple]:
     on any processor for a number of epochs, the same work anywhere, so a long cell finished on another
     machine is not run (and recorded) a second time with the same seed."""
     return {(r["setting"], r["kind"], r["seed"], r["recipe"]) for r in rows
-            if r["budget"] == budget and (budget == budget_name(None) or cpu(r["machine"]) == processor)}
+            if r["budget"] == budget and (budget == LONG or cpu(r["machine"]) == processor)}
 
 
 def newest_run(runs: Path, name: str) -> Path | None:

@@ -55,9 +55,13 @@ def kind_arguments(kind: str) -> list[str]:
     return ["--attention", attention] + (["--model.estimator", estimator] if estimator else [])
 
 
+# The budget of a run given a number of epochs, not a wall-clock limit: the same work on any machine.
+LONG = "long"
+
+
 def budget_name(max_time_seconds: float | None) -> str:
-    """"equal-<N>min" for a run given a wall-clock budget (the equal-time table), else "long"."""
-    return "long" if max_time_seconds is None else f"equal-{round(max_time_seconds / 60, 2):g}min"
+    """"equal-<N>min" for a run given a wall-clock budget (the equal-time table), else LONG."""
+    return LONG if max_time_seconds is None else f"equal-{round(max_time_seconds / 60, 2):g}min"
 
 
 def seconds(duration: str) -> float:

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from glimpse.cli import DEFAULT_CONFIGS
-from glimpse.records import SETTINGS, add_runs, cpu, read_curves, read_rows, recipe_file, run_key
+from glimpse.records import LONG, SETTINGS, add_runs, cpu, read_curves, read_rows, recipe_file, run_key
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCUMENTS = ("README.md", "docs/results.md", "docs/runs.md")
@@ -136,7 +136,7 @@ def answer(rows: list[dict]) -> str:
 
 def span(row: dict) -> str:
     """What a run's budget bought, as the search table names it: a wall-clock budget, or a long run's epochs."""
-    return row["budget"].removeprefix("equal-") if row["budget"] != "long" else f"{float(row['epochs']):.0f} epochs"
+    return row["budget"].removeprefix("equal-") if row["budget"] != LONG else f"{float(row['epochs']):.0f} epochs"
 
 
 def control_of(recipe: str) -> str:
@@ -163,7 +163,7 @@ def search(rows: list[dict]) -> str:
         return NONE_YET
 
     def keyed(rs: list[dict]) -> list[dict]:
-        return [r | {"span": span(r), "where": r["machine"] if r["budget"] != "long" else "",
+        return [r | {"span": span(r), "where": r["machine"] if r["budget"] != LONG else "",
                      "control": control_of(r["recipe"])} for r in rs]
 
     def late(g: list[dict]) -> str:  # only where every run of the option has its curve: a part is another mean
@@ -210,7 +210,7 @@ def best(rows: list[dict]) -> str:
     recipe for different numbers of epochs are different options, never averaged together. Why the most
     seeds: a one-seed screen's mean is one draw, and beside a three-seed mean it wins by luck as often as
     by merit; a screen that helps is confirmed on fresh seeds before it can be the best."""
-    rows = [r for r in rows if r["budget"] == "long"]
+    rows = [r for r in rows if r["budget"] == LONG]
     if not rows:
         return NONE_YET
     body = []
@@ -300,7 +300,7 @@ def selection(rows: list[dict]) -> str:
     the next (a small change of the weights turns a few greedy paths), so the lowest of many is biased
     low; the mean of the last ten validations (``LATE``) is not chosen, so it is not. Long hard runs
     with a recorded curve, per setting; each difference is taken per run, then averaged."""
-    rs = [r for r in rows if r["budget"] == "long" and r["kind"] == "hard"
+    rs = [r for r in rows if r["budget"] == LONG and r["kind"] == "hard"
           and all(numbers([r], c) for c in (LATE, "val_error", "test_error_one_path"))]
     if not rs:
         return NONE_YET
